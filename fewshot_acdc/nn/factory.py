@@ -1,0 +1,156 @@
+"""One conv factory for every backbone: standard convolutions or any ACDC variant.
+
+Backbones never construct convolutions themselves; they call a :class:`ConvFactory` for each
+decomposable convolution and name the *block* it belongs to (a run of layers with equal width
+and feature size, e.g. a ResNet stage). The factory's :class:`ConvSpec` decides what is built:
+
+========================  ==========================================================
+kind                      coefficients
+========================  ==========================================================
+``standard``              ordinary ``nn.Conv2d`` (Kaiming-normal, fan-in, ReLU gain)
+``acdc-net``              one tensor for the whole network, sized by its largest layer
+``acdc-block``            one tensor per block, sized by the block's largest layer
+``acdc-layer``            one tensor per layer
+``acdc-g-net``            as ``acdc-net`` but grouped: one ``(s, s, m)`` tensor shared by
+                          every group of every layer, channel shuffle after each layer
+``acdc-g-block``          grouped, one tensor per block
+``acdc-g-layer``          grouped, one tensor per layer (shared across its groups)
+========================  ==========================================================
+
+Shared tensors live in a :class:`CoefficientBank` that the backbone registers *before* its
+layers, so ``named_parameters()`` names each one once as ``coefficient_bank.<scope>``
+(``coefficient_bank.net``, ``coefficient_bank.stage3`` ...). Layers of a smaller width use the
+leading slice of their scope's tensor (ACDC paper, section 2.3).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .acdc import ACDCConv2d, reset_coefficients, validate_acdc_arguments
+
+CONV_KINDS: Tuple[str, ...] = (
+    "standard", "acdc-net", "acdc-block", "acdc-layer", "acdc-g-net", "acdc-g-block", "acdc-g-layer",
+)
+
+
+def closest_name(name: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for error messages, or an empty string."""
+    match = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """What kind of convolution a backbone gets. Validated at construction."""
+
+    kind: str = "standard"
+    atoms: int = 8
+    group_size: Optional[int] = None
+    atom_drop: float = 0.0
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONV_KINDS:
+            raise ValueError(
+                f"unknown conv kind {self.kind!r}{closest_name(self.kind, CONV_KINDS)}; "
+                f"accepted: {', '.join(CONV_KINDS)}"
+            )
+        if self.is_acdc:
+            # Channel counts are checked per layer; here only the layer-independent values.
+            validate_acdc_arguments(1, 1, self.atoms, None, self.atom_drop)
+        if self.grouped:
+            if self.group_size is None:
+                raise ValueError(f"conv kind {self.kind!r} needs a group_size (channels per group)")
+            validate_acdc_arguments(self.group_size, self.group_size, self.atoms, self.group_size, self.atom_drop)
+        elif self.group_size is not None:
+            raise ValueError(
+                f"group_size={self.group_size} is only used by the grouped kinds "
+                f"(acdc-g-net, acdc-g-block, acdc-g-layer), not by {self.kind!r}"
+            )
+
+    @property
+    def is_acdc(self) -> bool:
+        return self.kind != "standard"
+
+    @property
+    def grouped(self) -> bool:
+        return self.kind.startswith("acdc-g-")
+
+    @property
+    def sharing(self) -> Optional[str]:
+        """``"net"``, ``"block"``, ``"layer"`` or ``None`` for standard convolutions."""
+        return self.kind.rsplit("-", 1)[1] if self.is_acdc else None
+
+
+class CoefficientBank(nn.Module):
+    """Holds the coefficient tensors shared across layers, one ``Parameter`` per scope key."""
+
+    def add(self, key: str, shape: Tuple[int, int, int]) -> nn.Parameter:
+        parameter = nn.Parameter(torch.empty(shape))
+        reset_coefficients(parameter)
+        self.register_parameter(key, parameter)
+        return parameter
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={tuple(p.shape)}" for key, p in self._parameters.items())
+
+
+class ConvFactory:
+    """Builds the decomposable convolutions of one backbone.
+
+    Usage inside a backbone's ``__init__``::
+
+        self.coefficient_bank = CoefficientBank()      # first, so shared names are canonical
+        conv = self.conv1 = factory(64, 64, 3, padding=1, block="stage1")
+        ...
+        factory.finalize(self.coefficient_bank)        # sizes and ties the shared tensors
+    """
+
+    def __init__(self, spec: ConvSpec) -> None:
+        self.spec = spec
+        self._pending: List[Tuple[ACDCConv2d, str]] = []
+        self._finalized = False
+
+    def __call__(
+        self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
+        dilation=1, bias: bool = False, *, block: str,
+    ) -> nn.Module:
+        if self._finalized:
+            raise RuntimeError("ConvFactory.finalize() was already called; use a new factory per model")
+        spec = self.spec
+        if not spec.is_acdc:
+            conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+            if bias:
+                nn.init.zeros_(conv.bias)
+            return conv
+        shared = spec.sharing in ("net", "block")
+        try:
+            conv = ACDCConv2d(
+                in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                atoms=spec.atoms, group_size=spec.group_size, atom_drop=spec.atom_drop,
+                shuffle=spec.shuffle, shared_coefficients="deferred" if shared else None,
+            )
+        except ValueError as error:
+            raise ValueError(f"{spec.kind} layer {in_channels}->{out_channels} in {block!r}: {error}") from None
+        if shared:
+            self._pending.append((conv, "net" if spec.sharing == "net" else block))
+        return conv
+
+    def finalize(self, bank: CoefficientBank) -> CoefficientBank:
+        """Create each shared tensor at the largest shape its layers need and tie it to them."""
+        shapes: Dict[str, Tuple[int, int, int]] = {}
+        for conv, key in self._pending:
+            needed = conv.coefficient_shape
+            current = shapes.get(key, needed)
+            shapes[key] = (max(current[0], needed[0]), max(current[1], needed[1]), needed[2])
+        tensors = {key: bank.add(key, shape) for key, shape in shapes.items()}
+        for conv, key in self._pending:
+            conv.attach_shared_coefficients(tensors[key])
+        self._finalized = True
+        return bank
