@@ -1,0 +1,175 @@
+"""Specification of fewshot_acdc.nn.acdc: the ACDC convolution layer on its own."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot_acdc.nn import ACDCConv2d, channel_shuffle, compose_kernel
+
+
+def hand_assembled_kernel(coefficients, atoms, out_channels, in_channels, groups):
+    """Kernel built entry by entry with Python loops, independent of compose_kernel's matmul."""
+    _, m, kh, kw = atoms.shape
+    out_per_group, in_per_group = out_channels // groups, in_channels // groups
+    kernel = torch.zeros(out_channels, in_per_group, kh, kw, dtype=atoms.dtype)
+    for g, o, c, j in itertools.product(range(groups), range(out_per_group), range(in_per_group), range(m)):
+        kernel[g * out_per_group + o, c] += coefficients[o, c, j] * atoms[g, j]
+    return kernel
+
+
+@pytest.mark.parametrize(
+    "in_channels,out_channels,kernel_size,stride,padding,dilation,bias,group_size",
+    [
+        (3, 4, 3, 1, 1, 1, False, None),
+        (4, 6, (3, 5), 2, (1, 2), 1, True, None),
+        (4, 4, 5, 1, 4, 2, False, None),
+        (8, 8, 3, 1, 1, 1, False, 4),       # square grouped layer: 2 groups of 4 in / 4 out
+        (4, 8, 3, 2, 1, 1, True, 4),        # widening grouped layer: 2 groups of 2 in / 4 out
+        (2, 3, 1, 1, 0, 1, False, None),    # 1x1 kernel
+    ],
+)
+def test_forward_equals_conv2d_with_hand_assembled_kernel(
+    in_channels, out_channels, kernel_size, stride, padding, dilation, bias, group_size
+):
+    torch.manual_seed(0)
+    layer = ACDCConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                       atoms=3, group_size=group_size, shuffle=False).double()
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    images = torch.randn(2, in_channels, 11, 13, dtype=torch.float64)
+    kernel = hand_assembled_kernel(layer.coefficients, layer.atoms, out_channels, in_channels, layer.groups)
+    expected = F.conv2d(images, kernel, layer.bias, stride, padding, dilation, layer.groups)
+    torch.testing.assert_close(layer.kernel(), kernel)
+    torch.testing.assert_close(layer(images), expected)
+
+
+def test_grouped_output_is_channel_shuffled():
+    torch.manual_seed(0)
+    layer = ACDCConv2d(8, 8, 3, padding=1, atoms=2, group_size=4)
+    images = torch.randn(1, 8, 5, 5)
+    unshuffled = F.conv2d(images, layer.kernel(), None, 1, 1, 1, layer.groups)
+    # Two groups of four channels: shuffled order interleaves them 0,4,1,5,2,6,3,7.
+    torch.testing.assert_close(layer(images), unshuffled[:, [0, 4, 1, 5, 2, 6, 3, 7]])
+    torch.testing.assert_close(channel_shuffle(unshuffled, 2), unshuffled[:, [0, 4, 1, 5, 2, 6, 3, 7]])
+
+
+def test_coefficients_are_shared_across_groups_and_atoms_are_not():
+    layer = ACDCConv2d(8, 8, 3, atoms=4, group_size=2)
+    assert layer.groups == 4
+    assert tuple(layer.coefficients.shape) == (2, 2, 4)
+    assert tuple(layer.atoms.shape) == (4, 4, 3, 3)
+
+
+@pytest.mark.parametrize("kernel_size", [3, (3, 5)])
+def test_with_k_squared_atoms_any_kernel_is_representable_exactly(kernel_size):
+    torch.manual_seed(0)
+    layer = ACDCConv2d(3, 5, kernel_size, atoms=math.prod((kernel_size,) * 2 if isinstance(kernel_size, int) else kernel_size)).double()
+    target = torch.randn(5, 3, *layer.kernel_size, dtype=torch.float64)
+    # With m = kh*kw atoms forming the standard basis, the coefficients are the kernel itself.
+    with torch.no_grad():
+        layer.atoms.copy_(torch.eye(layer.num_atoms, dtype=torch.float64).view(1, layer.num_atoms, *layer.kernel_size))
+        layer.coefficients.copy_(target.flatten(2))
+    torch.testing.assert_close(layer.kernel(), target)
+
+
+def test_with_k_squared_atoms_gradient_descent_learns_an_arbitrary_conv():
+    torch.manual_seed(0)
+    target = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False).double()
+    layer = ACDCConv2d(4, 6, 3, padding=1, atoms=9).double()
+    images = torch.randn(16, 4, 8, 8, dtype=torch.float64)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.02)
+    for _ in range(1500):
+        optimizer.zero_grad()
+        loss = F.mse_loss(layer(images), target(images).detach())
+        loss.backward()
+        optimizer.step()
+    relative_error = (layer.kernel() - target.weight).norm() / target.weight.norm()
+    assert relative_error < 1e-3
+
+
+def test_fewer_atoms_than_k_squared_cannot_represent_a_generic_kernel():
+    # The other side of the previous test: rank m < k*k limits the kernel's spatial span.
+    torch.manual_seed(0)
+    layer = ACDCConv2d(4, 6, 3, atoms=2)
+    kernel = layer.kernel().detach().reshape(-1, 9)
+    assert torch.linalg.matrix_rank(kernel) == 2
+
+
+@pytest.mark.parametrize("in_channels,out_channels,group_size", [(64, 64, None), (32, 128, None), (64, 64, 16)])
+def test_initial_output_variance_matches_kaiming_conv(in_channels, out_channels, group_size):
+    torch.manual_seed(0)
+    images = torch.randn(8, in_channels, 12, 12)
+    acdc_variances, kaiming_variances = [], []
+    for _ in range(30):
+        layer = ACDCConv2d(in_channels, out_channels, 3, padding=1, atoms=8, group_size=group_size)
+        reference = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False, groups=layer.groups)
+        torch.nn.init.kaiming_normal_(reference.weight, mode="fan_in", nonlinearity="relu")
+        with torch.no_grad():
+            acdc_variances.append(layer(images).var().item())
+            kaiming_variances.append(reference(images).var().item())
+    ratio = sum(acdc_variances) / sum(kaiming_variances)
+    # Both have expected output variance 2 * Var(input); 30 draws keep the ratio within ~10%.
+    assert 0.85 < ratio < 1.15, ratio
+    assert abs(sum(kaiming_variances) / len(kaiming_variances) - 2.0) < 0.3
+
+
+def test_atom_drop_drops_and_rescales_in_training_only():
+    torch.manual_seed(0)
+    layer = ACDCConv2d(4, 4, 3, atoms=200, atom_drop=0.25)
+    dropped = layer.effective_atoms()
+    kept = (dropped != 0).all(dim=(2, 3))
+    assert 0.65 < kept.float().mean() < 0.85
+    torch.testing.assert_close(dropped[kept], (layer.atoms / 0.75)[kept])
+    layer.eval()
+    assert torch.equal(layer.effective_atoms(), layer.atoms)
+    torch.testing.assert_close(layer(torch.ones(1, 4, 5, 5)), F.conv2d(torch.ones(1, 4, 5, 5), layer.kernel()))
+
+
+def test_atom_drop_is_reproducible_from_a_seed_and_keeps_the_expected_kernel():
+    layer = ACDCConv2d(4, 4, 3, atoms=8, atom_drop=0.1)
+    torch.manual_seed(123)
+    first = layer.kernel()
+    torch.manual_seed(123)
+    assert torch.equal(first, layer.kernel())
+    generator = torch.Generator().manual_seed(7)
+    seeded = ACDCConv2d(4, 4, 3, atoms=8, atom_drop=0.1, generator=generator)
+    torch.manual_seed(0)
+    mean_kernel = torch.stack([seeded.kernel().detach() for _ in range(4000)]).mean(0)
+    # Inverted dropout: the expected kernel equals the kernel without dropping.
+    seeded.eval()
+    torch.testing.assert_close(mean_kernel, seeded.kernel().detach(), atol=0.02, rtol=0.05)
+
+
+def test_gradients_reach_atoms_coefficients_and_bias():
+    layer = ACDCConv2d(3, 4, 3, bias=True, atoms=4, group_size=None)
+    layer(torch.randn(2, 3, 6, 6)).square().sum().backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(atoms=0), "atoms must be an integer >= 1"),
+        (dict(atoms=2.5), "atoms must be an integer >= 1"),
+        (dict(atom_drop=1.0), r"atom_drop must be a probability in \[0, 1\)"),
+        (dict(atom_drop=-0.1), "atom_drop must be a probability"),
+        (dict(group_size=3), "group_size=3 does not divide the channels of a 8->8 layer"),
+        (dict(group_size=0), "group_size must be a positive integer"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ACDCConv2d(8, 8, 3, **kwargs)
+
+
+def test_bad_group_size_error_lists_accepted_sizes():
+    with pytest.raises(ValueError, match=r"accepted group sizes for this layer: \[1, 2, 4, 8\]"):
+        ACDCConv2d(8, 8, 3, group_size=3)
+
+
+def test_compose_kernel_shapes():
+    kernel = compose_kernel(torch.randn(4, 2, 3), torch.randn(5, 3, 3, 3))
+    assert kernel.shape == (20, 2, 3, 3)
