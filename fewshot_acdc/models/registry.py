@@ -10,7 +10,7 @@ from typing import Callable, Dict, Optional, Union
 from torch import nn
 
 from ..nn import ConvFactory, ConvSpec
-from ..nn.factory import closest_name
+from ..utils import closest_name
 from .conv4 import Conv4
 from .resnet import ResNet
 from .vgg import VGG

@@ -24,24 +24,18 @@ leading slice of their scope's tensor (ACDC paper, section 2.3).
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from ..utils import closest_name
 from .acdc import ACDCConv2d, reset_coefficients, validate_acdc_arguments
 
 CONV_KINDS: Tuple[str, ...] = (
     "standard", "acdc-net", "acdc-block", "acdc-layer", "acdc-g-net", "acdc-g-block", "acdc-g-layer",
 )
-
-
-def closest_name(name: str, choices) -> str:
-    """`` (did you mean 'x'?)`` for error messages, or an empty string."""
-    match = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 @dataclass(frozen=True)

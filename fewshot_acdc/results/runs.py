@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -192,16 +192,8 @@ class RunRecord:
     last_iteration: int | None = None  # from metrics.jsonl, read only for unfinished runs
     target_iterations: int | None = None
 
-    @property
-    def finished(self) -> bool:
-        return self.status in (STATUS_OK, STATUS_NO_EVAL, STATUS_UNIDENTIFIED)
-
     def get_eval(self, split: str, ways: int, shots: int) -> EvalResult | None:
         return self.evals.get((split, int(ways), int(shots)))
-
-    def reason(self) -> str:
-        """One line saying why this run is not (fully) usable; empty for a clean ``ok`` run."""
-        return "; ".join(self.problems)
 
     def to_dict(self, include_episodes: bool = True) -> dict[str, Any]:
         return {
@@ -346,8 +338,11 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> RunRecord:
             elif summary_status == "failed":
                 rec.status = STATUS_FAILED
                 error = rec.summary.get("error")
+                at = _as_int(rec.summary.get("iteration"))
                 rec.problems.append(
-                    "failed: training stopped with an error"
+                    "failed: training stopped"
+                    + (f" at iteration {at}" if at is not None else "")
+                    + " with an error"
                     + (f": {error}" if error not in (None, "") else " (no error message)")
                 )
             else:
@@ -409,12 +404,31 @@ def _read_json_mapping(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
+def _lenient_yaml_loader():
+    """A SafeLoader that reads tagged nodes (``!!python/tuple``, ``!Path``, ...) as plain
+    lists / mappings / strings instead of failing, so a config dumped with tags still loads."""
+    import yaml
+
+    class LenientLoader(yaml.SafeLoader):
+        pass
+
+    def construct_any(loader, tag_suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    LenientLoader.add_multi_constructor("", construct_any)
+    return LenientLoader
+
+
 def _read_yaml_mapping(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     import yaml
 
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_lenient_yaml_loader())  # noqa: S506 - safe subclass
     except UnicodeDecodeError as e:
         return None, f"not UTF-8 ({e})"
     except OSError as e:
@@ -477,11 +491,30 @@ def _norm_identity_value(name: str, value: Any) -> Any:
     return text.lower() if text else None
 
 
+def _conv_from(mapping: dict[str, Any] | None) -> Any:
+    """``conv`` as in summary.json, or derived from TrainConfig's ``acdc`` field (config.yaml
+    stores the sharing scope: ``none`` -> ``standard``, ``net`` -> ``acdc-net``, ...)."""
+    conv = _lookup(mapping, "conv")
+    if conv is not None:
+        return conv
+    acdc = _lookup(mapping, "acdc")
+    if acdc is None or isinstance(acdc, (dict, list)):
+        return None
+    acdc = str(acdc).strip().lower()
+    if acdc in ("none", "false", ""):
+        return "standard"
+    return acdc if acdc.startswith("acdc") else f"acdc-{acdc}"
+
+
 def _resolve_identity(rec: RunRecord) -> RunIdentity:
     values: dict[str, Any] = {}
     for name in IDENTITY_FIELDS:
-        from_summary = _norm_identity_value(name, _lookup(rec.summary, name))
-        from_config = _norm_identity_value(name, _lookup(rec.config, name))
+        if name == "conv":
+            from_summary = _norm_identity_value(name, _conv_from(rec.summary))
+            from_config = _norm_identity_value(name, _conv_from(rec.config))
+        else:
+            from_summary = _norm_identity_value(name, _lookup(rec.summary, name))
+            from_config = _norm_identity_value(name, _lookup(rec.config, name))
         if from_summary is not None and from_config is not None and from_summary != from_config:
             rec.warnings.append(
                 f"summary.json says {name}={from_summary!r} but config.yaml says "

@@ -17,15 +17,18 @@ import numpy as np
 
 Z95 = 1.96
 
-#: Paired differences smaller than this (in accuracy, i.e. fractions) count as exact ties.
-#: Per-episode accuracies are multiples of 1 / (ways * queries), so any real difference is
-#: far larger; this only absorbs float noise such as 0.1 + 0.2 - 0.3.
-ZERO_DIFFERENCE = 1e-12
+#: Decimals to which paired differences are rounded before the signed-rank test. Per-episode
+#: accuracies are multiples of 1 / (ways * queries) (at least 0.001 apart for any realistic
+#: episode), but evaluators compute them in float32, so equal differences can differ by ~1e-8;
+#: rounding makes them exact ties (and exact zeros) again. The mean difference and its CI use
+#: the unrounded differences.
+DIFFERENCE_DECIMALS = 6
 
 WILCOXON_DESCRIPTION = (
-    "Wilcoxon signed-rank test, two-sided (scipy.stats.wilcoxon: zero_method='wilcox' drops "
-    "episodes with equal accuracy; exact null distribution for n <= 50 without ties, normal "
-    "approximation with tie correction otherwise)"
+    "Wilcoxon signed-rank test, two-sided (scipy.stats.wilcoxon, method='auto', on the "
+    "differences rounded to 1e-6; zero_method='wilcox' drops episodes with equal accuracy; with "
+    "current scipy the p-value is exact for small samples and a normal approximation with tie "
+    "correction for more than 50 episodes)"
 )
 
 
@@ -93,9 +96,9 @@ def paired_stats(acc_a: Sequence[float], acc_b: Sequence[float]) -> PairedStats:
     if a.size == 0:
         raise ValueError("paired_stats needs at least one episode")
     d = a - b
-    d[np.abs(d) < ZERO_DIFFERENCE] = 0.0
     n = int(d.size)
     mean_diff, ci_diff, _ = mean_ci95(d)
+    d = np.round(d, DIFFERENCE_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
     n_nonzero = int(np.count_nonzero(d))
     note = None
     if n_nonzero == 0:

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``run_maml.py`` (train), ``evaluate.py`` (score a run)."""

@@ -1,0 +1,59 @@
+"""``python evaluate.py --run <dir>``: score a trained run on fixed test episodes.
+
+Writes ``eval/<split>_<ways>way_<shots>shot.json`` (mean accuracy, 95% CI, per-episode
+accuracies) into the run directory; ``--benchmark omniglot-all-runs`` scores Lake et al.'s
+20-way within-alphabet one-shot benchmark instead.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from ..config import DEVICES
+from .common import ArgumentParser
+
+BENCHMARKS = ("episodes", "omniglot-all-runs")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="evaluate.py", description="Evaluate a MAML run on fixed test episodes.")
+    parser.add_argument("--run", required=True, help="run directory written by run_maml.py")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--benchmark", choices=BENCHMARKS, default="episodes")
+    parser.add_argument("--shots", type=int, nargs="+", help="shot counts to evaluate (default: the run's)")
+    parser.add_argument("--ways", type=int, help="default: the run's")
+    parser.add_argument("--episodes", type=int, help="default: the run's test_episodes (600)")
+    parser.add_argument("--inner-steps-eval", type=int)
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--data-root")
+    parser.add_argument("--all-runs", help="path to Omniglot's all_runs.zip (or folder) for --benchmark omniglot-all-runs")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
+    try:
+        if args.benchmark == "omniglot-all-runs":
+            record = evaluate_omniglot_all_runs(args.run, all_runs=args.all_runs, checkpoint=args.checkpoint,
+                                                inner_steps_eval=args.inner_steps_eval, device=args.device)
+            print(f"omniglot all_runs (20-way within-alphabet one-shot): error rate "
+                  f"{100 * record['error_rate']:.2f}% over {record['runs']} runs")
+            return 0
+        for record in evaluate_run(args.run, checkpoint=args.checkpoint, shots=args.shots, ways=args.ways,
+                                   episodes=args.episodes, inner_steps_eval=args.inner_steps_eval,
+                                   split=args.split, data_root=args.data_root, device=args.device,
+                                   progress=not args.quiet):
+            print(f"{record['split']} {record['ways']}-way {record['shots']}-shot: "
+                  f"{100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
+                  f"({record['episodes']} episodes, set {record['episode_set']})")
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

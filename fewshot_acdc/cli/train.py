@@ -1,0 +1,117 @@
+"""``python run_maml.py``: meta-train a backbone with MAML.
+
+Examples::
+
+    python run_maml.py --config configs/quick_builtin.yaml             # built-in data, minutes on a CPU
+    python run_maml.py --backbone resnet18 --acdc net                  # miniImageNet under data/miniimagenet
+    python run_maml.py --config configs/closer_look_maml.yaml --backbone resnet34 --acdc net --shots 5
+    python run_maml.py --resume runs/resnet18-net-all-5w1s-seed0 --iterations 80000
+
+A YAML config is the base, flags override it, and the result is resolved once into one typed
+:class:`~fewshot_acdc.config.TrainConfig` saved as ``config.yaml`` in the run directory.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from ..config import ACDC_KINDS, ADAPT_SCOPES, BACKBONES, DATASETS, DEVICES, TASK_BATCHING, ConfigError, load_config
+from .common import ArgumentParser
+
+# flag destination -> config key, for every flag that overrides a config value
+FLAG_KEYS = (
+    "backbone", "acdc", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
+    "inner_steps", "inner_steps_eval", "inner_lr", "meta_lr", "meta_batch", "first_order", "grad_clip",
+    "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "num_workers", "episode_dir",
+    "log_every", "val_every", "val_episodes", "test_episodes", "device", "seed",
+)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="run_maml.py", description="Meta-train a (ACDC) backbone with MAML.")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", choices=BACKBONES)
+    model.add_argument("--acdc", choices=ACDC_KINDS, help="coefficient sharing scope; none = standard convolutions")
+    model.add_argument("--atoms", type=int, help="dictionary atoms per layer (m)")
+    model.add_argument("--group-size", type=int, help="channels per group (s), for g-net/g-block/g-layer")
+    model.add_argument("--atom-drop", type=float, help="atom-drop probability p in [0, 1)")
+    maml = parser.add_argument_group("MAML")
+    maml.add_argument("--adapt", choices=ADAPT_SCOPES, help="parameters adapted in the inner loop")
+    maml.add_argument("--inner-steps", type=int)
+    maml.add_argument("--inner-steps-eval", type=int)
+    maml.add_argument("--inner-lr", type=float)
+    maml.add_argument("--meta-lr", type=float)
+    maml.add_argument("--meta-batch", type=int, help="tasks per meta-step")
+    maml.add_argument("--first-order", action="store_const", const=True, help="first-order MAML")
+    maml.add_argument("--grad-clip", type=float, help="clip the meta-gradient's global norm")
+    maml.add_argument("--task-batching", choices=TASK_BATCHING)
+    maml.add_argument("--iterations", type=int, help="meta-steps")
+    episodes = parser.add_argument_group("episodes and data")
+    episodes.add_argument("--ways", type=int)
+    episodes.add_argument("--shots", type=int)
+    episodes.add_argument("--queries", type=int, help="queries per class in meta-training")
+    episodes.add_argument("--queries-eval", type=int, help="queries per class in validation/test")
+    episodes.add_argument("--dataset", choices=DATASETS)
+    episodes.add_argument("--data-root")
+    episodes.add_argument("--image-size", type=int)
+    episodes.add_argument("--augment", action="store_const", const=True, help="training-time augmentation")
+    episodes.add_argument("--num-workers", type=int)
+    episodes.add_argument("--episode-dir", help="where fixed validation/test episode sets are saved")
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", help="YAML base config (flags override it)")
+    run.add_argument("--out", help="run directory (default runs/<backbone>-<acdc>-<adapt>-<ways>w<shots>s-seed<seed>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from checkpoints/last.pt")
+    run.add_argument("--device", choices=DEVICES)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--log-every", type=int)
+    run.add_argument("--val-every", type=int)
+    run.add_argument("--val-episodes", type=int)
+    run.add_argument("--test-episodes", type=int)
+    run.add_argument("--no-eval", action="store_true", help="skip the test evaluation after training")
+    run.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
+    return parser
+
+
+def default_run_dir(config) -> Path:
+    return Path("runs") / f"{config.dataset}-{config.backbone}-{config.acdc}-{config.adapt}-{config.ways}w{config.shots}s-seed{config.seed}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
+    from ..runs.training import TrainingStopped, resume_config, train
+    from ..runs.evaluation import evaluate_run
+    try:
+        if args.resume:
+            if args.config:
+                parser.error("--resume continues a run with its saved config.yaml; --config cannot change it")
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.yaml").is_file():
+                parser.error(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
+            config = resume_config(run_dir, overrides)
+        else:
+            config = load_config(args.config, overrides)
+            run_dir = Path(args.out) if args.out else default_run_dir(config)
+    except ConfigError as error:
+        parser.error(str(error))
+    try:
+        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
+        print(f"finished {run_dir}: best validation accuracy {100 * summary['best_val_accuracy']:.2f}% "
+              f"at iteration {summary['best_iteration']}")
+        if not args.no_eval:
+            for record in evaluate_run(run_dir, device=config.device, progress=not args.quiet):
+                print(f"test {record['ways']}-way {record['shots']}-shot: {100 * record['mean_accuracy']:.2f}% "
+                      f"+- {100 * record['ci95']:.2f}% ({record['episodes']} episodes)")
+    except (TrainingStopped, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
+        print(f"run_maml.py: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python run_maml.py --resume {run_dir}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

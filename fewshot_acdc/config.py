@@ -1,0 +1,172 @@
+"""The one typed configuration of a MAML run: YAML file -> CLI overrides -> :class:`TrainConfig`.
+
+Configuration flows one way. ``load_config(path, overrides)`` reads a YAML base (optional),
+applies overrides (from the command line), checks every key and value, and returns a frozen
+:class:`TrainConfig` that the builders consume. Unknown keys and bad values raise
+:class:`ConfigError` naming them and, for a misspelt key, the closest valid name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .utils import closest_name as _closest
+
+BACKBONES = ("conv4", "resnet10", "resnet18", "resnet34")
+ACDC_KINDS = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
+ADAPT_SCOPES = ("all", "atoms", "head", "atoms+head")
+DATASETS = ("builtin", "miniimagenet", "omniglot")
+DEVICES = ("auto", "cpu", "cuda")
+TASK_BATCHING = ("sequential", "vmap")
+DEFAULT_DATA_ROOTS = {"miniimagenet": "data/miniimagenet", "omniglot": "data/omniglot", "builtin": None}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Model
+    backbone: str = "resnet18"
+    acdc: str = "net"                 # coefficient sharing scope; "none" = standard convolutions
+    atoms: int = 8                    # dictionary atoms m per layer (per group when grouped)
+    group_size: Optional[int] = None  # channels per group s, only for g-net / g-block / g-layer
+    atom_drop: float = 0.1            # the paper's atom-drop rate; 0 turns it off
+    # MAML
+    adapt: str = "all"                # inner-loop scope: all | atoms | head | atoms+head
+    inner_steps: int = 5
+    inner_steps_eval: int = 5
+    inner_lr: float = 0.01
+    first_order: bool = False
+    meta_lr: float = 1e-3
+    meta_batch: int = 4
+    grad_clip: Optional[float] = None
+    task_batching: str = "sequential"
+    iterations: int = 10000           # meta-steps (each of meta_batch tasks)
+    # Episodes
+    ways: int = 5
+    shots: int = 1
+    queries: int = 16                 # per class in meta-training
+    queries_eval: int = 15            # per class in validation and test episodes
+    # Data
+    dataset: str = "miniimagenet"
+    data_root: Optional[str] = None   # None: data/<dataset>
+    image_size: int = 84
+    augment: bool = False
+    rotations: bool = True            # Omniglot only: 90/180/270 degree rotations as new classes
+    num_workers: int = 0
+    episode_dir: Optional[str] = None  # where fixed val/test episode sets are saved (None: data's cache dir)
+    # Schedule and bookkeeping
+    log_every: int = 100
+    val_every: int = 500
+    val_episodes: int = 100
+    test_episodes: int = 600
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def conv_kind(self) -> str:
+        return "standard" if self.acdc == "none" else f"acdc-{self.acdc}"
+
+    @property
+    def resolved_data_root(self) -> Optional[str]:
+        return self.data_root if self.data_root is not None else DEFAULT_DATA_ROOTS[self.dataset]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return load_config(None, {**self.to_dict(), **changes})
+
+
+CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
+_CHOICES = {"backbone": BACKBONES, "acdc": ACDC_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
+            "device": DEVICES, "task_batching": TASK_BATCHING}
+_POSITIVE = ("atoms", "inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
+             "image_size", "log_every", "val_every", "val_episodes", "test_episodes")
+_NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed")
+
+
+def _validate(config: TrainConfig) -> None:
+    for key, choices in _CHOICES.items():
+        value = getattr(config, key)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}{_closest(value, choices)}")
+    for key in _POSITIVE:
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(config, key)}")
+    for key in _NON_NEGATIVE:
+        if getattr(config, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
+    if not 0.0 <= config.atom_drop < 1.0:
+        raise ConfigError(f"atom_drop must be in [0, 1), got {config.atom_drop}")
+    for key in ("inner_lr", "meta_lr"):
+        if not getattr(config, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {getattr(config, key)}")
+    if config.grad_clip is not None and not config.grad_clip > 0:
+        raise ConfigError(f"grad_clip must be > 0 or null, got {config.grad_clip}")
+    grouped = config.acdc.startswith("g-")
+    if grouped and config.group_size is None:
+        raise ConfigError(f"acdc {config.acdc!r} needs group_size (channels per group, e.g. 32 or 64)")
+    if not grouped and config.group_size is not None:
+        raise ConfigError(f"group_size is only used with acdc g-net, g-block or g-layer, not {config.acdc!r}")
+    if config.acdc == "none" and config.adapt in ("atoms", "atoms+head"):
+        raise ConfigError(f"adapt {config.adapt!r} adapts ACDC atoms, but acdc is 'none' (standard convolutions)")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against the field's type; ints are accepted for floats, nothing else is."""
+    optional = get_origin(annotation) is Union and type(None) in get_args(annotation)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} may not be null")
+    base = next(a for a in get_args(annotation) if a is not type(None)) if optional else annotation
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} must be {base.__name__}{' or null' if optional else ''}, got {value!r}")
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """YAML base (optional) + overrides -> a validated :class:`TrainConfig`."""
+    values: Dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (see configs/ for the provided ones)")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        values.update(loaded)
+    values.update(overrides or {})
+    unknown = [key for key in values if key not in CONFIG_KEYS]
+    if unknown:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError("; ".join(f"unknown config key {key!r}{where}{_closest(key, CONFIG_KEYS)}" for key in unknown))
+    hints = get_type_hints(TrainConfig)
+    return TrainConfig(**{key: _coerce(key, value, hints[key]) for key, value in values.items()})
+
+
+def save_config(config: TrainConfig, path: Union[str, Path]) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

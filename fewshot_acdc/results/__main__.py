@@ -1,0 +1,75 @@
+"""``python -m fewshot_acdc.results RUN_OR_PARENT [...] --out DIR`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .compare import DEFAULT_ALPHA
+from .report import build_report, save_report
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fewshot_acdc.results",
+        description=(
+            "Collect finished run directories and write the 5-way 1-shot / 5-shot comparison "
+            "as Markdown, CSV, LaTeX, JSON, paired comparisons and the accuracy-vs-depth "
+            "figure. Unfinished, unevaluated or corrupt runs are listed with the reason."
+        ),
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_OR_PARENT",
+                   help="run directories, or directories to search for runs below")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--split", default="test", help="evaluation split to report (default: test)")
+    p.add_argument("--ways", type=int, default=5, help="N-way of the table (default: 5)")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5], metavar="K",
+                   help="shot counts, one column each (default: 1 5)")
+    p.add_argument("--no-published", action="store_true",
+                   help="leave out the published reference numbers")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="let unfinished runs that already have an evaluation fill table cells "
+                        "(marked as such)")
+    p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("RUN_A", "RUN_B"),
+                   help="also compare these two run directories (A - B) at every column; "
+                        "may be repeated")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="significance level for the verdicts (Holm-adjusted; default 0.05)")
+    p.add_argument("--no-episodes", action="store_true",
+                   help="leave per-episode accuracies out of results.json")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any run has a problem or a cell is in conflict")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    report = build_report(
+        args.runs,
+        ways=args.ways,
+        shots=args.shots,
+        split=args.split,
+        include_unfinished=args.include_unfinished,
+        published=not args.no_published,
+        compare=[tuple(pair) for pair in args.compare],
+        alpha=args.alpha,
+    )
+    paths = save_report(report, args.out, include_episodes=not args.no_episodes)
+    used = {r.path for row in report.table.rows for r in row.runs}
+    print(f"{len(report.records)} run(s) found, {len(used)} used in the table, "
+          f"{len(report.table.rows)} row(s), {len(report.comparisons)} comparison(s).")
+    problems = report.problem_runs
+    for r in problems:
+        print(f"  {r.name} [{r.status}]: {'; '.join(r.problems)}", file=sys.stderr)
+    for p in report.table.problems:
+        print(f"  {p}", file=sys.stderr)
+    for path in paths.all():
+        print(f"wrote {path}")
+    if args.strict and (problems or report.table.problems):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

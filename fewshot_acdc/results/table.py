@@ -1,0 +1,391 @@
+"""The comparison table: one row per backbone x conv kind x adapt scope, one accuracy column per
+shot count (5-way 1-shot and 5-way 5-shot by default).
+
+How runs become rows and cells (the rule is also in ``docs/results.md``):
+
+* A row is identified by :class:`RowKey` = (dataset, backbone, conv, atoms, group_size, adapt,
+  first_order). In the usual sweep dataset/atoms/first_order are fixed, so this is exactly
+  backbone x conv x adapt; runs that differ in those fields get separate rows instead of being
+  merged. ``atoms`` / ``group_size`` only count for ACDC convolutions.
+* The ``k``-shot cell of a row takes the evaluation ``eval/<split>_<ways>way_<k>shot.json`` of a
+  run of that row that was *trained* with ``shots == k`` (``summary.json``, else
+  ``config.yaml``). Evaluations at another shot count than the run trained with ("cross-shot")
+  stay in the run's record and ``results.json`` but never fill a table cell.
+* If more than one run qualifies for a cell, the cell is a *conflict*: no number is picked, the
+  candidates are listed in ``ResultsTable.problems`` with their accuracies. Pass only the run
+  you mean (e.g. one seed) to resolve it.
+* Only finished runs (status ``ok``) fill cells, unless ``include_unfinished=True``, in which
+  case unfinished runs that already have an evaluation fill cells marked as such.
+* Parameter counts come from ``summary.json`` of the runs that fill the row's cells; if they
+  disagree the row shows no single number and says why. Time per meta-step and peak memory are
+  per cell (the 1-shot and the 5-shot run are different trainings), so each has one value per
+  shot count.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .runs import (
+    STATUS_OK,
+    STATUS_UNFINISHED,
+    EvalResult,
+    RunRecord,
+    is_acdc_conv,
+)
+
+CELL_OK = "ok"
+CELL_MISSING = "missing"
+CELL_CONFLICT = "conflict"
+
+_BACKBONE_NAMES = {"resnet": "ResNet", "conv": "Conv", "wrn": "WRN", "wideresnet": "WideResNet"}
+
+
+def backbone_depth(backbone: str | None) -> int | None:
+    """Trailing number of a backbone name (``resnet18`` -> 18), or ``None``."""
+    if not backbone:
+        return None
+    m = re.search(r"(\d+)$", backbone)
+    return int(m.group(1)) if m else None
+
+
+def backbone_label(backbone: str | None) -> str:
+    if not backbone:
+        return "?"
+    m = re.match(r"^([a-z_-]+?)[-_]?(\d+)$", backbone)
+    if m and m.group(1) in _BACKBONE_NAMES:
+        return f"{_BACKBONE_NAMES[m.group(1)]}{m.group(2)}"
+    return backbone
+
+
+def conv_label(conv: str | None, atoms: int | None = None, group_size: int | None = None) -> str:
+    if not conv:
+        return "?"
+    label = "ACDC" + conv[4:] if is_acdc_conv(conv) else conv
+    extras = []
+    if atoms is not None:
+        extras.append(f"{atoms} atoms")
+    if group_size is not None:
+        extras.append(f"group size {group_size}")
+    return f"{label} ({', '.join(extras)})" if extras else label
+
+
+@dataclass(frozen=True)
+class RowKey:
+    dataset: str | None
+    backbone: str | None
+    conv: str | None
+    atoms: int | None
+    group_size: int | None
+    adapt: str | None
+    first_order: bool
+
+    @classmethod
+    def from_run(cls, run: RunRecord) -> "RowKey":
+        i = run.identity
+        return cls(i.dataset, i.backbone, i.conv, i.atoms, i.group_size, i.adapt, i.first_order)
+
+    @property
+    def depth(self) -> int | None:
+        return backbone_depth(self.backbone)
+
+    @property
+    def is_acdc(self) -> bool:
+        return is_acdc_conv(self.conv)
+
+    @property
+    def backbone_label(self) -> str:
+        return backbone_label(self.backbone)
+
+    @property
+    def conv_label(self) -> str:
+        return conv_label(self.conv, self.atoms, self.group_size)
+
+    @property
+    def method_label(self) -> str:
+        """``MAML`` / ``MAML + ACDC-net (8 atoms)`` (``FO-MAML`` for first-order runs)."""
+        base = "FO-MAML" if self.first_order else "MAML"
+        return f"{base} + {self.conv_label}" if self.is_acdc else base
+
+    @property
+    def label(self) -> str:
+        """Human label of the row, e.g. ``ResNet18 · MAML + ACDC-net (8 atoms) · adapt all``
+        (unique within one dataset; the dataset is reported separately)."""
+        parts = [self.backbone_label, self.method_label]
+        if not self.is_acdc and self.conv not in (None, "standard"):
+            parts[-1] += f" ({self.conv})"
+        parts.append(f"adapt {self.adapt}")
+        return " · ".join(parts)
+
+    def sort_key(self) -> tuple:
+        depth = self.depth
+        family = re.sub(r"\d+$", "", self.backbone or "")
+        return (
+            self.dataset or "~",
+            family,
+            depth if depth is not None else 10**9,
+            self.backbone or "",
+            self.is_acdc,
+            self.conv or "",
+            self.atoms if self.atoms is not None else -1,
+            self.group_size if self.group_size is not None else -1,
+            self.adapt != "all",
+            self.adapt or "",
+            self.first_order,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "backbone": self.backbone,
+            "conv": self.conv,
+            "atoms": self.atoms,
+            "group_size": self.group_size,
+            "adapt": self.adapt,
+            "first_order": self.first_order,
+            "label": self.label,
+            "method": self.method_label,
+        }
+
+
+@dataclass
+class Cell:
+    """One accuracy cell: ``status`` is ``ok`` (``run``/``eval`` set), ``missing`` or
+    ``conflict`` (``candidates`` lists the runs that all qualify)."""
+
+    split: str
+    ways: int
+    shots: int
+    status: str = CELL_MISSING
+    run: RunRecord | None = None
+    eval: EvalResult | None = None
+    candidates: list[RunRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float | None:
+        return self.eval.mean if self.eval else None
+
+    @property
+    def ci95(self) -> float | None:
+        return self.eval.ci95 if self.eval else None
+
+    @property
+    def episodes(self) -> int | None:
+        return self.eval.episodes if self.eval else None
+
+    @property
+    def seconds_per_meta_step(self) -> float | None:
+        return self.run.seconds_per_meta_step if self.run else None
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        return self.run.peak_memory_mb if self.run else None
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.eval
+        return {
+            "split": self.split,
+            "ways": self.ways,
+            "shots": self.shots,
+            "status": self.status,
+            "run": self.run.name if self.run else None,
+            "run_path": self.run.path if self.run else None,
+            "eval_file": e.file if e else None,
+            "mean_accuracy": e.mean if e else None,
+            "ci95": e.ci95 if e else None,
+            "episodes": e.episodes if e else None,
+            "episode_set": e.episode_set if e else None,
+            "stored_mean_accuracy": e.stored_mean if e else None,
+            "stored_ci95": e.stored_ci95 if e else None,
+            "seconds_per_meta_step": self.seconds_per_meta_step,
+            "peak_memory_mb": self.peak_memory_mb,
+            "candidates": [c.name for c in self.candidates],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class Row:
+    key: RowKey
+    cells: dict[int, Cell]
+    total_parameters: int | None = None
+    adapted_parameters: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def cell(self, shots: int) -> Cell:
+        return self.cells[shots]
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        return [c.run for c in self.cells.values() if c.run is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.key.to_dict(),
+            "total_parameters": self.total_parameters,
+            "adapted_parameters": self.adapted_parameters,
+            "cells": {str(k): c.to_dict() for k, c in sorted(self.cells.items())},
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class ResultsTable:
+    split: str
+    ways: int
+    shots: tuple[int, ...]
+    rows: list[Row]
+    records: list[RunRecord]
+    problems: list[str] = field(default_factory=list)
+    unused: list[tuple[RunRecord, str]] = field(default_factory=list)
+    include_unfinished: bool = False
+
+    @property
+    def datasets(self) -> list[str | None]:
+        out: list[str | None] = []
+        for r in self.rows:
+            if r.key.dataset not in out:
+                out.append(r.key.dataset)
+        return out
+
+    def find(self, backbone: str, conv: str, adapt: str, **fields: Any) -> Row:
+        """The unique row with these fields (any other :class:`RowKey` field may be given as a
+        keyword too); raises ``KeyError`` when there is none or more than one."""
+        want = {"backbone": backbone, "conv": conv, "adapt": adapt, **fields}
+        hits = [r for r in self.rows if all(getattr(r.key, k) == v for k, v in want.items())]
+        if len(hits) != 1:
+            raise KeyError(f"{len(hits)} rows match {want}")
+        return hits[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "ways": self.ways,
+            "shots": list(self.shots),
+            "include_unfinished": self.include_unfinished,
+            "rows": [r.to_dict() for r in self.rows],
+            "problems": list(self.problems),
+            "unused_runs": [{"run": r.name, "reason": why} for r, why in self.unused],
+        }
+
+
+def eligible(run: RunRecord, include_unfinished: bool = False) -> bool:
+    """Whether a run may fill table cells."""
+    if run.status == STATUS_OK:
+        return True
+    return (
+        include_unfinished
+        and run.status == STATUS_UNFINISHED
+        and bool(run.evals)
+        and all(getattr(run.identity, f) is not None for f in ("backbone", "conv", "adapt"))
+    )
+
+
+def build_table(
+    records: Sequence[RunRecord],
+    *,
+    ways: int = 5,
+    shots: Sequence[int] = (1, 5),
+    split: str = "test",
+    include_unfinished: bool = False,
+) -> ResultsTable:
+    """Arrange runs into the comparison table (see the module docstring for the rules)."""
+    shots = tuple(int(s) for s in shots)
+    candidates: dict[RowKey, dict[int, list[RunRecord]]] = {}
+    unused: list[tuple[RunRecord, str]] = []
+    for run in records:
+        if not eligible(run, include_unfinished):
+            continue
+        key = RowKey.from_run(run)
+        used = False
+        for k in shots:
+            if run.get_eval(split, ways, k) is None:
+                continue
+            if run.identity.shots is not None and run.identity.shots != k:
+                continue  # cross-shot evaluation: kept in the record, not in the table
+            candidates.setdefault(key, {}).setdefault(k, []).append(run)
+            used = True
+        if not used:
+            have = ", ".join(f"{s} {w}-way {k}-shot" for s, w, k in sorted(run.evals)) or "none"
+            unused.append(
+                (
+                    run,
+                    (f"trained {run.identity.shots}-shot" if run.identity.shots is not None
+                     else "training shot count unknown")
+                    + f"; evaluations ({have}) match no column "
+                    f"({split} {ways}-way {'/'.join(map(str, shots))}-shot for a run trained "
+                    "with the same shot count)",
+                )
+            )
+
+    problems: list[str] = []
+    rows: list[Row] = []
+    for key in sorted(candidates, key=RowKey.sort_key):
+        cells: dict[int, Cell] = {}
+        for k in shots:
+            cell = Cell(split=split, ways=ways, shots=k)
+            runs = candidates[key].get(k, [])
+            if len(runs) == 1:
+                run = runs[0]
+                cell.status = CELL_OK
+                cell.run = run
+                cell.eval = run.get_eval(split, ways, k)
+                cell.notes.extend(f"{run.name}: {w}" for w in cell.eval.warnings)
+                if run.status != STATUS_OK:
+                    cell.notes.append(f"{run.name}: from an unfinished run (no summary.json)")
+                if run.identity.shots is None:
+                    cell.notes.append(
+                        f"{run.name}: training shot count unknown; assumed {k}-shot from its "
+                        "evaluation"
+                    )
+                if run.identity.ways is not None and run.identity.ways != ways:
+                    cell.notes.append(f"{run.name}: trained {run.identity.ways}-way")
+            elif len(runs) > 1:
+                cell.status = CELL_CONFLICT
+                cell.candidates = list(runs)
+                evals = [(r, r.get_eval(split, ways, k)) for r in runs]
+                listed = "; ".join(
+                    f"{r.name}: {100 * e.mean:.2f} ± {100 * e.ci95:.2f} ({e.episodes})"
+                    for r, e in evals
+                )
+                cell.notes.append(
+                    f"{len(runs)} runs qualify ({', '.join(r.name for r in runs)}); none is "
+                    "shown - see Problems"
+                )
+                where = f"{key.dataset}: {key.label}" if key.dataset else key.label
+                problems.append(
+                    f"conflict: {len(runs)} runs qualify for {where}, {split} {ways}-way "
+                    f"{k}-shot, so none is shown ({listed}). Pass only one of them."
+                )
+            cells[k] = cell
+        row = Row(key=key, cells=cells)
+        _fill_parameters(row)
+        rows.append(row)
+    return ResultsTable(
+        split=split,
+        ways=ways,
+        shots=shots,
+        rows=rows,
+        records=list(records),
+        problems=problems,
+        unused=unused,
+        include_unfinished=include_unfinished,
+    )
+
+
+def _fill_parameters(row: Row) -> None:
+    for attr in ("total_parameters", "adapted_parameters"):
+        values = {
+            k: getattr(c.run, attr)
+            for k, c in sorted(row.cells.items())
+            if c.run is not None and getattr(c.run, attr) is not None
+        }
+        distinct = set(values.values())
+        if len(distinct) == 1:
+            setattr(row, attr, distinct.pop())
+        elif len(distinct) > 1:
+            detail = ", ".join(f"{k}-shot run: {v}" for k, v in values.items())
+            row.notes.append(f"{attr} differ between the runs of this row ({detail})")

@@ -1,0 +1,37 @@
+"""Builders: a :class:`~fewshot_acdc.config.TrainConfig` in, the objects of a run out."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..meta import MAML
+from ..models import create_backbone
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def build_model(config: TrainConfig, in_channels: int, num_classes: int = None) -> nn.Module:
+    """The backbone for MAML: batch-statistics BN (``track_running_stats=False``), ``ways`` outputs."""
+    return create_backbone(
+        config.backbone, config.conv_kind, atoms=config.atoms, group_size=config.group_size,
+        atom_drop=config.atom_drop, num_classes=num_classes or config.ways, in_channels=in_channels,
+        image_size=config.image_size, track_running_stats=False,
+    )
+
+
+def build_maml(config: TrainConfig, model: nn.Module) -> MAML:
+    return MAML(model, scope=config.adapt, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+                inner_steps_eval=config.inner_steps_eval, first_order=config.first_order,
+                task_batching=config.task_batching)
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.meta_lr)

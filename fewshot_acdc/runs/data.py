@@ -1,0 +1,46 @@
+"""Glue between a :class:`~fewshot_acdc.config.TrainConfig` and :mod:`fewshot_acdc.data`."""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, List, Tuple
+
+import torch
+
+from ..config import TrainConfig
+from ..data import FixedEpisodeSet, create_dataset, episode_loader
+
+
+def open_split(config: TrainConfig, split: str):
+    options = {"rotations": config.rotations} if config.dataset == "omniglot" else {}
+    return create_dataset(config.dataset, split, root=config.resolved_data_root, image_size=config.image_size,
+                          augment=config.augment and split == "train", seed=config.seed, **options)
+
+
+def training_batches(config: TrainConfig, dataset, start_iteration: int,
+                     device: torch.device) -> Iterator[Tuple[int, List]]:
+    """``(iteration, [meta_batch episodes on device])`` for iterations ``start_iteration + 1 ...``.
+
+    Episode ``i`` of the stream depends only on ``(seed, i)``, and iteration ``t`` uses episodes
+    ``(t - 1) * meta_batch ... t * meta_batch - 1``, so a resumed run sees the same tasks.
+    """
+    remaining = config.iterations - start_iteration
+    if remaining <= 0:
+        return
+    loader = episode_loader(dataset, config.ways, config.shots, config.queries, seed=config.seed,
+                            episodes=remaining * config.meta_batch, num_workers=config.num_workers,
+                            start=start_iteration * config.meta_batch, pin_memory=device.type == "cuda")
+    stream = iter(loader)
+    for iteration in range(start_iteration + 1, config.iterations + 1):
+        batch = list(itertools.islice(stream, config.meta_batch))
+        yield iteration, [episode.to(device, non_blocking=True) for episode in batch]
+
+
+def evaluation_episodes(config: TrainConfig, dataset, ways: int, shots: int, episodes: int,
+                        split: str = "val") -> FixedEpisodeSet:
+    """The saved, shared episode set for ``dataset`` (same file for every model: paired results).
+
+    Its seed is fixed (0), not the run's seed: runs with different seeds must still be scored
+    on the same episodes.
+    """
+    return FixedEpisodeSet.load_or_create(dataset, ways, shots, config.queries_eval, episodes=episodes,
+                                          seed=0, cache_dir=config.episode_dir)

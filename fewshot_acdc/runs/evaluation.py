@@ -1,0 +1,106 @@
+"""Episode evaluation: the logic behind ``evaluate.py --run <dir>``.
+
+A checkpoint is scored on a fixed, saved set of test episodes (600 by default), so every model
+evaluated with the same ``episode_set`` saw exactly the same episodes and results can be paired
+episode by episode (see :mod:`fewshot_acdc.results`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from .builders import build_maml, build_model, resolve_device
+from .checkpoint import load_checkpoint
+from .directory import RunDirectory
+
+
+def score_episodes(maml, episodes: Iterable, device: torch.device) -> List[float]:
+    """Query accuracy after adaptation for each episode (no second-order graph, no_grad scoring)."""
+    return [maml.evaluate_episode(episode.to(device))[1] for episode in episodes]
+
+
+def widen_head(model: nn.Module, num_classes: int) -> None:
+    """Give a model meta-trained for K-way episodes an N-way head.
+
+    Every new row (and bias) is the mean of the learned rows: the head starts permutation-
+    invariant over classes, as MAML's learned head is in expectation, and the inner loop adapts it
+    to the episode's classes. Used for Omniglot's 20-way benchmark with 5-way-trained models.
+    """
+    head = model.head
+    if head.out_features == num_classes:
+        return
+    wide = nn.Linear(head.in_features, num_classes).to(head.weight.device, head.weight.dtype)
+    with torch.no_grad():
+        wide.weight.copy_(head.weight.mean(0, keepdim=True).expand(num_classes, -1))
+        wide.bias.fill_(float(head.bias.mean()))
+    model.head = wide
+
+
+def load_trained(run_dir: Union[str, Path], checkpoint: str, device: torch.device, in_channels: int,
+                 overrides: Optional[Dict[str, object]] = None):
+    """Config, model with the checkpoint's weights, and a MAML engine for evaluation."""
+    from .training import resume_config
+    run = RunDirectory(run_dir)
+    config = resume_config(run.root, overrides)
+    state = load_checkpoint(run.checkpoint(checkpoint), map_location=device)
+    model = build_model(config, in_channels).to(device)
+    model.load_state_dict(state["model"])
+    return config, model, state
+
+
+def evaluate_run(
+    run_dir: Union[str, Path],
+    *,
+    checkpoint: str = "best",
+    shots: Optional[Sequence[int]] = None,
+    ways: Optional[int] = None,
+    episodes: Optional[int] = None,
+    inner_steps_eval: Optional[int] = None,
+    split: str = "test",
+    data_root: Optional[str] = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> List[Dict[str, object]]:
+    """Score ``checkpoint`` of ``run_dir`` on fixed ``split`` episodes; write one eval file per
+    shot count and return their contents."""
+    from .data import evaluation_episodes, open_split
+    from .training import mean_and_ci95
+    run = RunDirectory(run_dir)
+    overrides: Dict[str, object] = {"device": device}
+    if inner_steps_eval is not None:
+        overrides["inner_steps_eval"] = inner_steps_eval
+    if data_root is not None:
+        overrides["data_root"] = data_root
+    torch_device = resolve_device(device)
+    probe_config = _config_only(run, overrides)
+    dataset = open_split(probe_config, split)
+    config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
+    ways = ways or config.ways
+    widen_head(model, ways)
+    maml = build_maml(config, model)
+    results = []
+    for shot_count in shots or (config.shots,):
+        episode_set = evaluation_episodes(config, dataset, ways, shot_count, episodes or config.test_episodes, split=split)
+        iterator = episode_set
+        if progress:
+            from tqdm import tqdm
+            iterator = tqdm(episode_set, desc=f"{split} {ways}-way {shot_count}-shot", dynamic_ncols=True)
+        accuracies = score_episodes(maml, iterator, torch_device)
+        mean, ci95 = mean_and_ci95(accuracies)
+        record = {"dataset": config.dataset, "seed": config.seed, "split": split, "ways": ways, "shots": shot_count,
+                  "queries": config.queries_eval, "episodes": len(accuracies), "episode_set": episode_set.name,
+                  "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
+                  "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
+                  "per_episode_accuracy": accuracies}
+        run.write_json(run.eval_file(split, ways, shot_count), record)
+        results.append(record)
+    return results
+
+
+def _config_only(run: RunDirectory, overrides: Dict[str, object]) -> TrainConfig:
+    from .training import resume_config
+    return resume_config(run.root, overrides)

@@ -1,0 +1,194 @@
+"""Meta-training: the loop behind ``run_maml.py``.
+
+One call of :func:`train` trains (or resumes) one run directory. Every ``val_every`` meta-steps
+it scores the fixed validation episodes, writes ``checkpoints/last.pt`` (and ``best.pt`` when
+validation improved) atomically, and appends a line to ``metrics.jsonl``. A non-finite or
+exploding meta-loss stops the run with an error naming the iteration; the checkpoints on disk
+are those of the last good interval.
+
+Resuming reproduces an uninterrupted run: training episodes are a pure function of
+``(seed, iteration)`` and the checkpoint carries the model, Adam's state and torch's RNG state
+(atom-drop masks come from it).
+"""
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional, Union
+
+import torch
+
+from ..config import TrainConfig, load_config, save_config
+from ..meta import NonFiniteLossError
+from .builders import build_maml, build_model, build_optimizer, resolve_device
+from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .data import evaluation_episodes, open_split, training_batches
+from .directory import RunDirectory
+from .evaluation import score_episodes
+
+# Cross-entropy starts near ln(ways) (1.6 for 5-way); a meta-loss above this means logits of
+# order 1e3: the run has diverged and further steps only waste compute.
+EXPLODING_META_LOSS = 1e3
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on a bad meta-loss; the message names the iteration and the checkpoint kept."""
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def train(
+    config: TrainConfig,
+    run_dir: Union[str, Path],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Optional[Callable[[int], None]] = None,
+) -> Dict[str, object]:
+    """Train ``config`` in ``run_dir`` (or resume it from ``checkpoints/last.pt``).
+
+    ``on_step(iteration)`` is called after each completed meta-step (tests use it to interrupt).
+    Returns the summary written to ``summary.json``.
+    """
+    run = RunDirectory(run_dir)
+    device = resolve_device(config.device)
+    start_iteration, best_val, best_iteration = 0, -math.inf, 0
+    if resume:
+        state = load_checkpoint(run.checkpoint("last"))
+    elif run.checkpoint("last").exists():
+        raise FileExistsError(
+            f"{run.root} already holds a run (checkpoints/last.pt); pass --resume to continue it or choose another --out"
+        )
+    run.create()
+    save_config(config, run.config)
+    if run.summary.exists():  # a previous attempt's summary (e.g. failed) no longer describes the run
+        run.summary.unlink()
+
+    train_split = open_split(config, "train")
+    val_split = open_split(config, "val")
+    validation = evaluation_episodes(config, val_split, config.ways, config.shots, config.val_episodes)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config, train_split.channels).to(device)
+    maml = build_maml(config, model)
+    optimizer = build_optimizer(config, model)
+    if resume:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng_state(state["rng"])
+        start_iteration, best_val, best_iteration = state["iteration"], state["best_val_accuracy"], state["best_iteration"]
+        run.truncate_metrics_after(start_iteration)
+
+    def checkpoint_state(iteration: int) -> Dict[str, object]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                "iteration": iteration, "best_val_accuracy": best_val, "best_iteration": best_iteration}
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=config.iterations, initial=start_iteration, desc="meta-train", dynamic_ncols=True)
+    interval_loss, interval_accuracy, interval_steps = 0.0, 0.0, 0
+    interval_start = time.perf_counter()
+    elapsed_before = sum(r.get("seconds_interval", 0.0) for r in run.read_metrics())
+    last_saved = start_iteration
+    iteration = start_iteration
+    try:
+        for iteration, episodes in training_batches(config, train_split, start_iteration, device):
+            try:
+                stats = maml.meta_train_step(episodes, optimizer, grad_clip=config.grad_clip)
+            except NonFiniteLossError as error:
+                raise TrainingStopped(_stop_message(run, iteration, str(error), last_saved)) from error
+            if not math.isfinite(stats["meta_loss"]) or stats["meta_loss"] > EXPLODING_META_LOSS:
+                raise TrainingStopped(_stop_message(
+                    run, iteration, f"meta-loss {stats['meta_loss']:.4g} (non-finite or above {EXPLODING_META_LOSS:g})",
+                    last_saved))
+            interval_loss += stats["meta_loss"]
+            interval_accuracy += stats["accuracy"]
+            interval_steps += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['meta_loss']:.3f}", acc=f"{stats['accuracy']:.3f}",
+                                val=f"{best_val:.3f}" if best_val > -math.inf else "-")
+            validate = iteration % config.val_every == 0 or iteration == config.iterations
+            if iteration % config.log_every == 0 or validate:
+                seconds = time.perf_counter() - interval_start
+                record = {"iteration": iteration, "meta_loss": interval_loss / interval_steps,
+                          "train_accuracy": interval_accuracy / interval_steps,
+                          "seconds": elapsed_before + seconds, "seconds_interval": seconds,
+                          "seconds_per_step": seconds / interval_steps,
+                          "peak_memory_mb": peak_memory_mb(device)}
+                if validate:
+                    accuracies = score_episodes(maml, validation, device)
+                    mean, ci95 = mean_and_ci95(accuracies)
+                    record.update(val_accuracy=mean, val_ci95=ci95, val_episodes=len(accuracies))
+                    if mean > best_val:
+                        best_val, best_iteration = mean, iteration
+                        save_checkpoint(run.checkpoint("best"), checkpoint_state(iteration))
+                    save_checkpoint(run.checkpoint("last"), checkpoint_state(iteration))
+                    last_saved = iteration
+                run.append_metrics(record)
+                elapsed_before += seconds
+                interval_loss, interval_accuracy, interval_steps = 0.0, 0.0, 0
+                interval_start = time.perf_counter()
+            if on_step is not None:
+                on_step(iteration)
+    except KeyboardInterrupt:
+        # Between two meta-steps the state is consistent: keep it so --resume loses nothing.
+        if iteration > last_saved:
+            save_checkpoint(run.checkpoint("last"), checkpoint_state(iteration))
+        raise
+    except TrainingStopped as error:
+        run.write_json(run.summary, {"status": "failed", "error": str(error), "iteration": iteration})
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    metrics = run.read_metrics()
+    steps_timed = [r for r in metrics if "seconds_per_step" in r]
+    summary = {
+        "status": "finished",
+        "backbone": config.backbone, "conv": config.conv_kind, "atoms": config.atoms,
+        "group_size": config.group_size, "adapt": config.adapt, "first_order": config.first_order,
+        "dataset": config.dataset, "ways": config.ways, "shots": config.shots, "image_size": config.image_size,
+        "iterations": config.iterations, "seed": config.seed,
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "adapted_parameters": maml.adapted_parameter_count,
+        # Meta-training time only (validation excluded), over every step of the run.
+        "seconds_per_meta_step": (sum(r["seconds_interval"] for r in steps_timed) / steps_timed[-1]["iteration"]
+                                  if steps_timed else None),
+        "peak_memory_mb": max((r["peak_memory_mb"] for r in metrics), default=None),
+        "best_val_accuracy": best_val, "best_iteration": best_iteration, "device": device.type,
+    }
+    run.write_json(run.summary, summary)
+    return summary
+
+
+def _stop_message(run: RunDirectory, iteration: int, problem: str, last_saved: int) -> str:
+    kept = (f"the last good checkpoint {run.checkpoint('last')} (iteration {last_saved}) is intact"
+            if last_saved > 0 else "no checkpoint had been written yet")
+    return (f"training stopped at iteration {iteration}: {problem}; {kept}. "
+            "Lower --meta-lr or --inner-lr, set grad_clip, or use --first-order, then --resume or start anew.")
+
+
+def mean_and_ci95(accuracies) -> tuple:
+    """Mean and 95% confidence half-width ``1.96 * std / sqrt(n)`` (population std, as in
+    "A Closer Look at Few-shot Classification")."""
+    values = torch.as_tensor(list(accuracies), dtype=torch.float64)
+    n = values.numel()
+    return float(values.mean()), float(1.96 * values.std(unbiased=False) / math.sqrt(n))
+
+
+def resume_config(run_dir: Union[str, Path], overrides: Optional[Dict[str, object]] = None) -> TrainConfig:
+    """The config a resumed run continues with: its saved config.yaml plus explicit overrides
+    (e.g. more ``iterations``)."""
+    return load_config(RunDirectory(run_dir).config, overrides)

@@ -1,0 +1,132 @@
+"""Spec: how runs become table rows and cells.
+
+- one row per (dataset, backbone, conv [+ atoms/group size for ACDC], adapt, first-order);
+- the k-shot cell of a row comes from the run of that row *trained* k-shot and evaluated
+  ``test_5way_<k>shot``; evaluations at other shot counts (cross-shot) never fill a cell;
+- two runs competing for one cell are a conflict: no number is picked, both are reported;
+- parameters come from summary.json (a disagreement is reported, not hidden); time per step
+  and peak memory are per cell;
+- only finished runs count unless ``include_unfinished``.
+"""
+
+import numpy as np
+import pytest
+
+from fewshot_acdc.results import build_table, collect_runs
+
+
+def table_of(tmp_path, **kw):
+    return build_table(collect_runs([tmp_path / "runs"]), **kw)
+
+
+def test_one_shot_and_five_shot_runs_merge_into_one_row(make_run, tmp_path):
+    a1, a5 = [0.4, 0.5, 0.6], [0.7, 0.8]
+    make_run("r18-1", shots=1, seconds_per_meta_step=1.5, peak_memory_mb=2000.0,
+             evals={"test_5way_1shot.json": a1})
+    make_run("r18-5", shots=5, seconds_per_meta_step=2.5, peak_memory_mb=3000.0,
+             evals={"test_5way_5shot.json": a5})
+    table = table_of(tmp_path)
+    [row] = table.rows
+    assert (row.key.backbone, row.key.conv, row.key.adapt) == ("resnet18", "standard", "all")
+    c1, c5 = row.cell(1), row.cell(5)
+    assert (c1.status, c1.run.name, c1.mean, c1.episodes) == ("ok", "runs/r18-1", pytest.approx(0.5), 3)
+    assert c1.ci95 == pytest.approx(1.96 * np.std(a1) / np.sqrt(3))
+    assert (c5.status, c5.run.name, c5.mean, c5.episodes) == ("ok", "runs/r18-5", pytest.approx(0.75), 2)
+    assert (c1.seconds_per_meta_step, c5.seconds_per_meta_step) == (1.5, 2.5)
+    assert (c1.peak_memory_mb, c5.peak_memory_mb) == (2000.0, 3000.0)
+    assert (row.total_parameters, row.adapted_parameters) == (11_200_000, 11_200_000)
+    assert table.problems == [] and table.unused == []
+
+
+def test_cross_shot_evaluations_never_fill_a_cell(make_run, tmp_path):
+    # trained 1-shot, evaluated both 1-shot and 5-shot: only the 1-shot evaluation is used
+    make_run("r18-1", shots=1, evals={"test_5way_1shot.json": [0.5], "test_5way_5shot.json": [0.9]})
+    [row] = table_of(tmp_path).rows
+    assert row.cell(1).status == "ok"
+    assert row.cell(5).status == "missing" and row.cell(5).run is None
+
+
+def test_run_with_only_cross_shot_evaluation_is_listed_as_unused(make_run, tmp_path):
+    make_run("r18-5", shots=5, evals={"test_5way_1shot.json": [0.5]})
+    table = table_of(tmp_path)
+    assert table.rows == []
+    [(run, why)] = table.unused
+    assert run.name == "runs/r18-5" and "trained 5-shot" in why and "test 5-way 1-shot" in why
+
+
+def test_other_ways_and_splits_are_not_in_the_5_way_test_table(make_run, tmp_path):
+    make_run("r", shots=1, evals={"test_20way_1shot.json": [0.5], "val_5way_1shot.json": [0.5]})
+    table = table_of(tmp_path)
+    assert table.rows == [] and len(table.unused) == 1
+    assert table_of(tmp_path, split="val").rows[0].cell(1).mean == pytest.approx(0.5)
+    assert table_of(tmp_path, ways=20).rows[0].cell(1).mean == pytest.approx(0.5)
+
+
+def test_two_runs_for_the_same_cell_are_a_conflict_not_a_choice(make_run, tmp_path):
+    make_run("seed0", shots=1, evals={"test_5way_1shot.json": [0.4, 0.6]})  # CI 1.96*0.1/sqrt(2)
+    make_run("seed1", shots=1, evals={"test_5way_1shot.json": [0.7, 0.7]})
+    table = table_of(tmp_path)
+    [row] = table.rows
+    cell = row.cell(1)
+    assert cell.status == "conflict" and cell.eval is None and cell.run is None
+    assert [r.name for r in cell.candidates] == ["runs/seed0", "runs/seed1"]
+    [problem] = table.problems
+    assert "2 runs qualify" in problem and "none is shown" in problem
+    assert "runs/seed0: 50.00 ± 13.86 (2)" in problem and "runs/seed1: 70.00 ± 0.00 (2)" in problem
+
+
+def test_different_atoms_or_adapt_scopes_are_different_rows(make_run, tmp_path):
+    make_run("a8", conv="acdc-net", atoms=8, evals={"test_5way_1shot.json": [0.5]})
+    make_run("a4", conv="acdc-net", atoms=4, evals={"test_5way_1shot.json": [0.5]})
+    make_run("a8-atoms", conv="acdc-net", atoms=8, adapt="atoms", evals={"test_5way_1shot.json": [0.5]})
+    make_run("std", conv="standard", evals={"test_5way_1shot.json": [0.5]})
+    table = table_of(tmp_path)
+    assert [(r.key.conv, r.key.atoms, r.key.adapt) for r in table.rows] == [
+        ("standard", None, "all"),
+        ("acdc-net", 4, "all"),
+        ("acdc-net", 8, "all"),
+        ("acdc-net", 8, "atoms"),
+    ]
+    assert table.problems == []
+    assert table.find("resnet18", "acdc-net", "atoms").key.conv_label == "ACDC-net (8 atoms)"
+    assert table.rows[2].key.method_label == "MAML + ACDC-net (8 atoms)"
+
+
+def test_rows_are_ordered_by_backbone_depth(make_run, tmp_path):
+    for b in ("resnet34", "resnet10", "conv4", "resnet18"):
+        make_run(b, backbone=b, evals={"test_5way_1shot.json": [0.5]})
+    assert [r.key.backbone for r in table_of(tmp_path).rows] == [
+        "conv4", "resnet10", "resnet18", "resnet34"
+    ]
+
+
+def test_disagreeing_parameter_counts_are_reported(make_run, tmp_path):
+    make_run("r1", shots=1, total_parameters=1000, evals={"test_5way_1shot.json": [0.5]})
+    make_run("r5", shots=5, total_parameters=2000, evals={"test_5way_5shot.json": [0.5]})
+    [row] = table_of(tmp_path).rows
+    assert row.total_parameters is None
+    assert row.adapted_parameters == 11_200_000
+    assert row.notes == ["total_parameters differ between the runs of this row "
+                         "(1-shot run: 1000, 5-shot run: 2000)"]
+
+
+def test_unfinished_runs_only_fill_cells_when_asked(make_run, tmp_path):
+    make_run("r", status=None, evals={"test_5way_1shot.json": [0.5, 0.6]})
+    assert table_of(tmp_path).rows == []
+    [row] = table_of(tmp_path, include_unfinished=True).rows
+    assert row.cell(1).mean == pytest.approx(0.55)
+    assert "runs/r: from an unfinished run (no summary.json)" in row.cell(1).notes
+
+
+def test_failed_and_corrupt_runs_never_fill_cells(make_run, tmp_path):
+    make_run("failed", status="failed", evals={"test_5way_1shot.json": [0.5]})
+    run = make_run("corrupt", evals={"test_5way_1shot.json": [0.5]})
+    (run / "summary.json").write_text("{")
+    assert table_of(tmp_path, include_unfinished=True).rows == []
+
+
+def test_stored_statistic_mismatch_is_a_cell_note(make_run, eval_payload, tmp_path):
+    make_run("r", evals={"test_5way_1shot.json": eval_payload([0.4, 0.6], stored_mean=0.9)})
+    [row] = table_of(tmp_path).rows
+    assert row.cell(1).mean == pytest.approx(0.5)
+    assert any("stored mean_accuracy 0.9000" in n for n in row.cell(1).notes)
