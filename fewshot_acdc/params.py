@@ -43,6 +43,18 @@ def parameter_report(model: nn.Module) -> Dict[str, object]:
     return {"total": sum(sizes.values()), "by_role": dict(by_role), "adapted_per_task": adapted}
 
 
+def few_shot_table(atoms: int = 8, classes: int = 5) -> str:
+    """Markdown table: parameters and parameters adapted per task (scopes all / atoms)."""
+    lines = ["| backbone | conv | total | adapted: all | adapted: atoms |", "|---|---|---:|---:|---:|"]
+    for acdc in ("none", "net", "block"):
+        for backbone in ("conv4", "resnet10", "resnet18", "resnet34"):
+            report = parameter_report(create_backbone(backbone, conv_kind(acdc), atoms=atoms, num_classes=classes))
+            adapted = report["adapted_per_task"]
+            atoms_cell = "n/a" if adapted["atoms"] is None else f"{adapted['atoms']:,}"
+            lines.append(f"| {backbone} | {conv_kind(acdc)} | {report['total']:,} | {adapted['all']:,} | {atoms_cell} |")
+    return "\n".join(lines)
+
+
 def _format(count: Optional[int]) -> str:
     if count is None:
         return "n/a"
@@ -59,7 +71,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--image-size", type=int, default=84, help="only Conv4's head depends on it")
     parser.add_argument("--in-channels", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--table", action="store_true",
+                        help="print the Markdown table of the few-shot backbones x {none, net, block} (README)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(few_shot_table(args.atoms, args.classes))
+        return 0
     try:
         model = create_backbone(args.backbone, conv_kind(args.acdc), atoms=args.atoms, group_size=args.group_size,
                                 num_classes=args.classes, image_size=args.image_size, in_channels=args.in_channels)

@@ -104,3 +104,62 @@ def evaluate_run(
 def _config_only(run: RunDirectory, overrides: Dict[str, object]) -> TrainConfig:
     from .training import resume_config
     return resume_config(run.root, overrides)
+
+
+def evaluate_omniglot_all_runs(
+    run_dir: Union[str, Path],
+    *,
+    all_runs: Optional[Union[str, Path]] = None,
+    checkpoint: str = "best",
+    inner_steps_eval: Optional[int] = None,
+    five_way_episodes_per_run: int = 30,
+    device: str = "auto",
+) -> Dict[str, object]:
+    """Score a run on Lake et al.'s 20-way within-alphabet one-shot benchmark (``all_runs``).
+
+    Writes ``eval/omniglot-all-runs.json`` (the benchmark's error rate: per run, the fraction of
+    its 20 test images assigned the wrong class, averaged over the 20 runs) and
+    ``eval/all-runs_5way_1shot.json`` (5-way 1-shot accuracy on 600 episodes drawn within the
+    runs' alphabets). A model meta-trained for 5-way episodes gets a 20-way head by
+    :func:`widen_head` for the 20-way benchmark.
+    """
+    from ..data import all_runs_episodes, load_omniglot_all_runs
+    from .training import mean_and_ci95
+    run = RunDirectory(run_dir)
+    overrides: Dict[str, object] = {"device": device}
+    if inner_steps_eval is not None:
+        overrides["inner_steps_eval"] = inner_steps_eval
+    config = _config_only(run, overrides)
+    if config.dataset != "omniglot":
+        raise ValueError(f"{run.root} was trained on {config.dataset!r}; the all_runs benchmark needs an Omniglot model")
+    location = Path(all_runs) if all_runs else Path(config.resolved_data_root) / "all_runs.zip"
+    torch_device = resolve_device(device)
+    runs = load_omniglot_all_runs(location, image_size=config.image_size)
+
+    # 20-way benchmark.
+    config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
+    widen_head(model, runs[0].support_labels.shape[0])
+    accuracies = score_episodes(build_maml(config, model), runs, torch_device)
+    # Each run is one episode (20 supports, 20 queries), so its error is 1 - query accuracy:
+    # the benchmark's per-run fraction of misclassified test images.
+    per_run_error = [1.0 - accuracy for accuracy in accuracies]
+    benchmark = {"benchmark": "omniglot-all-runs", "runs": len(runs),
+                 "error_rate": sum(per_run_error) / len(per_run_error), "per_run_error_rate": per_run_error,
+                 "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
+                 "checkpoint_iteration": state["iteration"], "seed": config.seed}
+    run.write_json(run.eval_dir / "omniglot-all-runs.json", benchmark)
+
+    # 5-way 1-shot episodes drawn within the runs' alphabets.
+    config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
+    widen_head(model, 5)
+    episodes = all_runs_episodes(runs, ways=5, episodes_per_run=five_way_episodes_per_run, seed=0)
+    accuracies = score_episodes(build_maml(config, model), episodes, torch_device)
+    mean, ci95 = mean_and_ci95(accuracies)
+    run.write_json(run.eval_file("all-runs", 5, 1), {
+        "dataset": "omniglot", "seed": config.seed, "split": "all-runs", "ways": 5, "shots": 1, "queries": 1,
+        "episodes": len(accuracies), "episode_set": f"omniglot-all-runs-5w1s1q-seed0-{len(accuracies)}",
+        "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
+        "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
+        "per_episode_accuracy": accuracies})
+    benchmark["five_way_accuracy"], benchmark["five_way_ci95"] = mean, ci95
+    return benchmark

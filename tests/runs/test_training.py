@@ -1,0 +1,115 @@
+"""Specification of fewshot_acdc.runs.training: the run directory, checkpoints, resume, failures."""
+import json
+
+import pytest
+import torch
+
+from fewshot_acdc.runs.checkpoint import CheckpointError, load_checkpoint
+from fewshot_acdc.runs.evaluation import evaluate_run
+from fewshot_acdc.runs.training import TrainingStopped, mean_and_ci95, train
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_run_directory_holds_everything_the_contract_names(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    summary = train(tiny_config, run, progress=False)
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    validated = [line for line in lines if "val_accuracy" in line]
+    assert [line["iteration"] for line in validated] == [3, 6]
+    for line in lines:
+        assert {"meta_loss", "train_accuracy", "seconds", "seconds_per_step", "peak_memory_mb"} <= set(line)
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["iterations"] == 6
+    assert summary["best_val_accuracy"] == max(line["val_accuracy"] for line in validated)
+    assert summary["adapted_parameters"] == summary["total_parameters"]  # adapt: all
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 6
+
+
+def test_resume_after_an_interruption_reaches_the_uninterrupted_parameters(tiny_config, tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_config, straight, progress=False)
+
+    interrupted = tmp_path / "interrupted"
+
+    def stop_at_four(iteration):
+        if iteration == 4:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        train(tiny_config, interrupted, progress=False, on_step=stop_at_four)
+    assert load_checkpoint(interrupted / "checkpoints" / "last.pt")["iteration"] == 3
+    train(tiny_config, interrupted, resume=True, progress=False)
+
+    expected = load_checkpoint(straight / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(interrupted / "checkpoints" / "last.pt")
+    assert resumed["iteration"] == 6
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    lines = [json.loads(line)["iteration"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [1, 2, 3, 4, 5, 6]  # the interval after the checkpoint is logged once
+
+
+def test_keyboard_interrupt_keeps_the_state_between_meta_steps(tiny_config, tmp_path):
+    run = tmp_path / "run"
+
+    def control_c(iteration):
+        if iteration == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config, run, progress=False, on_step=control_c)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 5
+
+
+def test_a_diverging_run_stops_naming_the_iteration_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config, run, progress=False)
+    good = (run / "checkpoints" / "last.pt").read_bytes()
+    exploding = tiny_config.replace(iterations=9, inner_lr=1e30)
+    with pytest.raises(TrainingStopped, match=r"training stopped at iteration 7: .*iteration 6\) is intact"):
+        train(exploding, run, resume=True, progress=False)
+    assert (run / "checkpoints" / "last.pt").read_bytes() == good
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["iteration"] == 7
+
+
+def test_refuses_to_overwrite_an_existing_run(tiny_config, tmp_path):
+    train(tiny_config.replace(iterations=3), tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config, tmp_path / "run", progress=False)
+
+
+def test_a_truncated_checkpoint_is_named(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+    path = run / "checkpoints" / "last.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="last.pt cannot be read"):
+        train(tiny_config, run, resume=True, progress=False)
+
+
+def test_evaluation_writes_per_episode_accuracies_on_a_fixed_episode_set(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config, run, progress=False)
+    first = evaluate_run(run, shots=[1, 2], device="cpu")
+    again = evaluate_run(run, shots=[1], device="cpu")
+    assert [r["shots"] for r in first] == [1, 2]
+    record = json.loads((run / "eval" / "test_3way_1shot.json").read_text())
+    assert record["episodes"] == 5 == len(record["per_episode_accuracy"])
+    assert record["episode_set"] == first[0]["episode_set"] == again[0]["episode_set"]
+    assert record["per_episode_accuracy"] == first[0]["per_episode_accuracy"]  # same episodes, same model
+    mean, ci95 = mean_and_ci95(record["per_episode_accuracy"])
+    assert record["mean_accuracy"] == pytest.approx(mean) and record["ci95"] == pytest.approx(ci95)
+    assert (run / "eval" / "test_3way_2shot.json").is_file()
+
+
+def test_mean_and_ci95_by_hand():
+    mean, ci95 = mean_and_ci95([0.2, 0.4, 0.6, 0.8])
+    assert mean == pytest.approx(0.5)
+    assert ci95 == pytest.approx(1.96 * (0.05 ** 0.5) / 2)
