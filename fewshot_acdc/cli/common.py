@@ -9,7 +9,14 @@ from ..utils import closest_name
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but ``--backbon`` says ``(did you mean '--backbone'?)``."""
+    """argparse, but ``--backbon`` says ``(did you mean '--backbone'?)``.
+
+    Abbreviations are off: a prefix silently standing for a flag hides typos in scripts.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None):  # type: ignore[override]
         parsed, unknown = self.parse_known_args(args, namespace)

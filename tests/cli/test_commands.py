@@ -1,0 +1,81 @@
+"""Specification of the commands: run_maml.py and evaluate.py."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fewshot_acdc.cli import evaluate as evaluate_cli
+from fewshot_acdc.cli import train as train_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--dataset", "builtin", "--backbone", "conv4", "--acdc", "block", "--atoms", "4", "--image-size", "20",
+        "--ways", "3", "--shots", "1", "--queries", "2", "--queries-eval", "2", "--inner-steps", "1",
+        "--inner-steps-eval", "1", "--meta-batch", "2", "--iterations", "2", "--val-every", "2",
+        "--val-episodes", "3", "--test-episodes", "4", "--device", "cpu", "--quiet"]
+
+
+def test_unknown_flag_is_named_with_the_closest_valid_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["--backbon", "resnet18"])
+    assert exit_info.value.code == 2
+    assert "unknown flag --backbon (did you mean '--backbone'?)" in capsys.readouterr().err
+
+
+def test_bad_choice_lists_the_accepted_values(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["--acdc", "grid"])
+    assert "invalid choice: 'grid'" in capsys.readouterr().err
+
+
+def test_inconsistent_values_are_config_errors(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["--acdc", "none", "--adapt", "atoms"])
+    assert "adapts ACDC atoms, but acdc is 'none'" in capsys.readouterr().err
+
+
+def test_missing_miniimagenet_says_where_to_get_it_and_how_to_use_builtin(tmp_path, capsys):
+    code = train_cli.main(["--backbone", "conv4", "--data-root", str(tmp_path / "nothing"), "--out",
+                           str(tmp_path / "run"), "--quiet"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "nothing" in error and "builtin" in error
+
+
+def test_train_then_resume_then_evaluate(tmp_path, capsys):
+    run = tmp_path / "run"
+    episodes = tmp_path / "episodes"
+    assert train_cli.main(TINY + ["--out", str(run), "--episode-dir", str(episodes)]) == 0
+    out = capsys.readouterr().out
+    assert "test 3-way 1-shot:" in out
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 2
+    # Continue the same run for two more meta-steps.
+    assert train_cli.main(["--resume", str(run), "--iterations", "4", "--quiet", "--no-eval"]) == 0
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 4
+    assert evaluate_cli.main(["--run", str(run), "--shots", "1", "2", "--checkpoint", "last", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test 3-way 2-shot:" in out
+    assert (run / "eval" / "test_3way_2shot.json").is_file()
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["--resume", str(tmp_path)])
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_run_maml_script_help_lists_the_documented_flags():
+    result = subprocess.run([sys.executable, str(ROOT / "run_maml.py"), "--help"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0
+    for flag in ("--backbone", "--acdc", "--atoms", "--group-size", "--atom-drop", "--adapt", "--ways", "--shots",
+                 "--queries", "--inner-steps", "--inner-steps-eval", "--inner-lr", "--meta-lr", "--meta-batch",
+                 "--first-order", "--iterations", "--image-size", "--dataset", "--data-root", "--device", "--seed",
+                 "--config", "--out", "--resume", "--quiet"):
+        assert flag in result.stdout, flag
+
+
+def test_evaluate_reports_a_missing_run(tmp_path, capsys):
+    assert evaluate_cli.main(["--run", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
