@@ -22,7 +22,6 @@ ADAPT_SCOPES = ("all", "atoms", "head", "atoms+head")
 DATASETS = ("builtin", "miniimagenet", "omniglot")
 DEVICES = ("auto", "cpu", "cuda")
 TASK_BATCHING = ("sequential", "vmap")
-DEFAULT_DATA_ROOTS = {"miniimagenet": "data/miniimagenet", "omniglot": "data/omniglot", "builtin": None}
 
 
 class ConfigError(ValueError):
@@ -55,7 +54,7 @@ class TrainConfig:
     queries_eval: int = 15            # per class in validation and test episodes
     # Data
     dataset: str = "miniimagenet"
-    data_root: Optional[str] = None   # None: data/<dataset>
+    data_root: Optional[str] = None   # None: $FEWSHOT_DATA, else ./data (and their <dataset>/ sub-folders)
     image_size: int = 84
     augment: bool = False
     rotations: bool = True            # Omniglot only: 90/180/270 degree rotations as new classes
@@ -75,10 +74,6 @@ class TrainConfig:
     @property
     def conv_kind(self) -> str:
         return "standard" if self.acdc == "none" else f"acdc-{self.acdc}"
-
-    @property
-    def resolved_data_root(self) -> Optional[str]:
-        return self.data_root if self.data_root is not None else DEFAULT_DATA_ROOTS[self.dataset]
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,9 +11,15 @@ from ..data import FixedEpisodeSet, create_dataset, episode_loader
 
 
 def open_split(config: TrainConfig, split: str):
+    """One split of the configured dataset.
+
+    The dataset's own seed stays 0 whatever the run's seed: for the built-in dataset it selects
+    the generated world, and runs that differ only in seed must see the same classes (and the
+    same saved evaluation episodes) to be comparable.
+    """
     options = {"rotations": config.rotations} if config.dataset == "omniglot" else {}
-    return create_dataset(config.dataset, split, root=config.resolved_data_root, image_size=config.image_size,
-                          augment=config.augment and split == "train", seed=config.seed, **options)
+    return create_dataset(config.dataset, split, root=config.data_root, image_size=config.image_size,
+                          augment=config.augment and split == "train", seed=0, **options)
 
 
 def training_batches(config: TrainConfig, dataset, start_iteration: int,

@@ -101,6 +101,20 @@ def evaluate_run(
     return results
 
 
+def _find_all_runs(data_root: Optional[str]) -> Path:
+    """``all_runs.zip`` (or an ``all_runs`` folder) where the Omniglot loader looks for data."""
+    from ..data.paths import candidate_roots
+    candidates = candidate_roots(data_root, ("omniglot",))
+    for folder in candidates:
+        if (folder / "all_runs.zip").is_file() or (folder / "all_runs").is_dir():
+            return folder
+    raise FileNotFoundError(
+        "Omniglot's all_runs benchmark (all_runs.zip or all_runs/) was not found in "
+        + ", ".join(str(c) for c in candidates)
+        + "; pass --all-runs PATH (it is in Lake's omniglot repository, python/one-shot-classification)"
+    )
+
+
 def _config_only(run: RunDirectory, overrides: Dict[str, object]) -> TrainConfig:
     from .training import resume_config
     return resume_config(run.root, overrides)
@@ -132,7 +146,7 @@ def evaluate_omniglot_all_runs(
     config = _config_only(run, overrides)
     if config.dataset != "omniglot":
         raise ValueError(f"{run.root} was trained on {config.dataset!r}; the all_runs benchmark needs an Omniglot model")
-    location = Path(all_runs) if all_runs else Path(config.resolved_data_root) / "all_runs.zip"
+    location = Path(all_runs) if all_runs else _find_all_runs(config.data_root)
     torch_device = resolve_device(device)
     runs = load_omniglot_all_runs(location, image_size=config.image_size)
 
