@@ -15,7 +15,7 @@ from typing import Dict, FrozenSet, List, Optional
 from torch import nn
 
 from ..nn import parameter_roles
-from ..nn.factory import closest_name
+from ..utils import closest_name
 
 SCOPES: Dict[str, Optional[FrozenSet[str]]] = {
     "all": None,  # every role
