@@ -40,7 +40,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             record = evaluate_omniglot_all_runs(args.run, all_runs=args.all_runs, checkpoint=args.checkpoint,
                                                 inner_steps_eval=args.inner_steps_eval, device=args.device)
             print(f"omniglot all_runs (20-way within-alphabet one-shot): error rate "
-                  f"{100 * record['error_rate']:.2f}% over {record['runs']} runs")
+                  f"{100 * record['error_rate']:.2f}% over {record['runs']} runs; 5-way 1-shot within-alphabet "
+                  f"episodes: {100 * record['five_way_accuracy']:.2f}% +- {100 * record['five_way_ci95']:.2f}%")
             return 0
         for record in evaluate_run(args.run, checkpoint=args.checkpoint, shots=args.shots, ways=args.ways,
                                    episodes=args.episodes, inner_steps_eval=args.inner_steps_eval,

@@ -42,9 +42,10 @@ class Episode:
     """One N-way K-shot Q-query task, ready for a model.
 
     Attributes:
-        support_images: float32 [N*K, C, H, W], normalized with the dataset's mean/std.
+        support_images: float32 [N*K, C, H, W] from the loaders, normalized with the dataset's
+            mean/std (any floating dtype is accepted, e.g. float64 for numerical checks).
         support_labels: int64 [N*K] in 0..N-1; class-major (K images of label 0, then label 1...).
-        query_images: float32 [N*Q, C, H, W].
+        query_images: [N*Q, C, H, W], same dtype.
         query_labels: int64 [N*Q] in 0..N-1, class-major.
         class_ids: int64 [N] or None: the dataset class id behind each episode label.
     """
@@ -58,8 +59,8 @@ class Episode:
     def __post_init__(self) -> None:
         for name in ("support_images", "query_images"):
             value = getattr(self, name)
-            if value.dtype != torch.float32 or value.dim() != 4:
-                raise ValueError(f"{name} must be float32 [n, C, H, W], got {value.dtype} {tuple(value.shape)}")
+            if not value.is_floating_point() or value.dim() != 4:
+                raise ValueError(f"{name} must be floating point [n, C, H, W], got {value.dtype} {tuple(value.shape)}")
         for name in ("support_labels", "query_labels"):
             value = getattr(self, name)
             if value.dtype != torch.int64 or value.dim() != 1:
@@ -70,6 +71,9 @@ class Episode:
             raise ValueError("query_images and query_labels differ in length")
         if self.support_images.shape[1:] != self.query_images.shape[1:]:
             raise ValueError("support and query images differ in shape")
+        if self.support_images.dtype != self.query_images.dtype:
+            raise ValueError(f"support and query images differ in dtype "
+                             f"({self.support_images.dtype} vs {self.query_images.dtype})")
 
     @property
     def ways(self) -> int:

@@ -2,7 +2,7 @@
 
 An episode is any object with ``support_images`` ``[N*K, C, H, W]`` (floating point),
 ``support_labels`` ``[N*K]`` (integer, in ``0..N-1``), ``query_images`` and ``query_labels``
-(same rules, same ``C, H, W``). :class:`Episode` is a minimal container with those fields.
+(same rules, same ``C, H, W``), such as :class:`fewshot_acdc.data.Episode`.
 
 Why the label range is checked before the inner loop: on CUDA an out-of-range target makes
 ``cross_entropy`` trip a device-side assert, which poisons the whole CUDA context instead of
@@ -12,24 +12,14 @@ synchronisation for the whole meta-batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
 
+from ..data.episodes import Episode
 from .errors import EpisodeError
 
 FIELDS = ("support_images", "support_labels", "query_images", "query_labels")
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One few-shot task: a labelled support set to adapt on and a query set to score."""
-
-    support_images: torch.Tensor
-    support_labels: torch.Tensor
-    query_images: torch.Tensor
-    query_labels: torch.Tensor
 
 
 def _check_set(images: object, labels: object, which: str, task: Optional[int]) -> None:

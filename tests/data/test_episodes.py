@@ -168,8 +168,11 @@ def test_episode_validates_dtypes_and_moves_between_devices():
     moved = episode.to("cpu", non_blocking=True)
     assert moved.support_images.device.type == "cpu" and moved.ways == 2 and moved.shots == 2
     assert moved.queries == 1
-    with pytest.raises(ValueError):
+    assert Episode(images.double(), torch.tensor([0, 0, 1, 1]), images[:2].double(), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="differ in dtype"):
         Episode(images.double(), torch.tensor([0, 0, 1, 1]), images[:2], torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="floating point"):
+        Episode(images.to(torch.uint8), torch.tensor([0, 0, 1, 1]), images[:2].to(torch.uint8), torch.tensor([0, 1]))
     with pytest.raises(ValueError):
         Episode(images, torch.tensor([0, 0, 1]), images[:2], torch.tensor([0, 1]))
 

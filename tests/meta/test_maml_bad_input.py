@@ -1,7 +1,7 @@
 """Malformed episodes and diverging inner loops: clear errors naming the problem, never a skip."""
 from __future__ import annotations
 
-import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,7 +18,11 @@ def maml():
 
 
 def episode(seed=0, **changes):
-    return dataclasses.replace(random_episode(seed, image_size=16), **changes)
+    """A well-formed episode with some fields replaced. A plain namespace, not an Episode: the
+    engine accepts any object with the four fields, and must itself catch what is wrong."""
+    valid = random_episode(seed, image_size=16)
+    fields = ("support_images", "support_labels", "query_images", "query_labels")
+    return SimpleNamespace(**{**{name: getattr(valid, name) for name in fields}, **changes})
 
 
 def adam(maml):
