@@ -8,7 +8,7 @@ applies overrides (from the command line), checks every key and value, and retur
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 

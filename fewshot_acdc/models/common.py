@@ -1,7 +1,6 @@
 """Pieces every backbone shares: the stem rule, normalization, and the backbone base class."""
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import nn

@@ -12,7 +12,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..config import TrainConfig
 from .builders import build_maml, build_model, resolve_device
 from .checkpoint import load_checkpoint
 from .directory import RunDirectory
@@ -68,7 +67,7 @@ def evaluate_run(
     """Score ``checkpoint`` of ``run_dir`` on fixed ``split`` episodes; write one eval file per
     shot count and return their contents."""
     from .data import evaluation_episodes, open_split
-    from .training import mean_and_ci95
+    from .training import mean_and_ci95, resume_config
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
@@ -76,8 +75,7 @@ def evaluate_run(
     if data_root is not None:
         overrides["data_root"] = data_root
     torch_device = resolve_device(device)
-    probe_config = _config_only(run, overrides)
-    dataset = open_split(probe_config, split)
+    dataset = open_split(resume_config(run.root, overrides), split)
     config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
     ways = ways or config.ways
     widen_head(model, ways)
@@ -115,9 +113,6 @@ def _find_all_runs(data_root: Optional[str]) -> Path:
     )
 
 
-def _config_only(run: RunDirectory, overrides: Dict[str, object]) -> TrainConfig:
-    from .training import resume_config
-    return resume_config(run.root, overrides)
 
 
 def evaluate_omniglot_all_runs(
@@ -138,12 +133,12 @@ def evaluate_omniglot_all_runs(
     :func:`widen_head` for the 20-way benchmark.
     """
     from ..data import all_runs_episodes, load_omniglot_all_runs
-    from .training import mean_and_ci95
+    from .training import mean_and_ci95, resume_config
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
         overrides["inner_steps_eval"] = inner_steps_eval
-    config = _config_only(run, overrides)
+    config = resume_config(run.root, overrides)
     if config.dataset != "omniglot":
         raise ValueError(f"{run.root} was trained on {config.dataset!r}; the all_runs benchmark needs an Omniglot model")
     location = Path(all_runs) if all_runs else _find_all_runs(config.data_root)
