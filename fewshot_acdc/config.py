@@ -66,6 +66,8 @@ class TrainConfig:
     val_episodes: int = 100
     test_episodes: int = 600
     device: str = "auto"
+    threads: Optional[int] = None     # CPU threads for torch; None: torch's default (one per core).
+                                      # On a CPU shared with other jobs, 1 can be several times faster.
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +108,8 @@ def _validate(config: TrainConfig) -> None:
     for key in ("inner_lr", "meta_lr"):
         if not getattr(config, key) > 0:
             raise ConfigError(f"{key} must be > 0, got {getattr(config, key)}")
+    if config.threads is not None and config.threads < 1:
+        raise ConfigError(f"threads must be >= 1 or null, got {config.threads}")
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise ConfigError(f"grad_clip must be > 0 or null, got {config.grad_clip}")
     grouped = config.acdc.startswith("g-")

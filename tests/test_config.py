@@ -40,6 +40,7 @@ def test_unknown_key_in_yaml_names_the_file_and_the_closest_key(tmp_path):
         ({"backbone": "resnet50"}, r"backbone: 'resnet50' is not one of conv4, resnet10, resnet18, resnet34"),
         ({"adapt": "atom"}, r"did you mean 'atoms'"),
         ({"ways": 0}, "ways must be >= 1"),
+        ({"threads": 0}, "threads must be >= 1"),
         ({"inner_lr": -1.0}, "inner_lr must be > 0"),
         ({"atom_drop": 1.0}, r"atom_drop must be in \[0, 1\)"),
         ({"inner_steps": 2.5}, "inner_steps must be int"),

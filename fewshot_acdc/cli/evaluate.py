@@ -28,6 +28,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--data-root")
     parser.add_argument("--all-runs", help="path to Omniglot's all_runs.zip (or folder) for --benchmark omniglot-all-runs")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -35,6 +36,9 @@ def build_parser() -> ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         if args.benchmark == "omniglot-all-runs":
             record = evaluate_omniglot_all_runs(args.run, all_runs=args.all_runs, checkpoint=args.checkpoint,

@@ -24,7 +24,7 @@ FLAG_KEYS = (
     "backbone", "acdc", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
     "inner_steps", "inner_steps_eval", "inner_lr", "meta_lr", "meta_batch", "first_order", "grad_clip",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "num_workers", "episode_dir",
-    "log_every", "val_every", "val_episodes", "test_episodes", "device", "seed",
+    "log_every", "val_every", "val_episodes", "test_episodes", "device", "threads", "seed",
 )
 
 
@@ -64,6 +64,7 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from checkpoints/last.pt")
     run.add_argument("--device", choices=DEVICES)
     run.add_argument("--seed", type=int)
+    run.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     run.add_argument("--log-every", type=int)
     run.add_argument("--val-every", type=int)
     run.add_argument("--val-episodes", type=int)
@@ -96,6 +97,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run_dir = Path(args.out) if args.out else default_run_dir(config)
     except ConfigError as error:
         parser.error(str(error))
+    if config.threads is not None:
+        import torch
+        torch.set_num_threads(config.threads)  # process-wide, hence set here and not in train()
     try:
         summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
         print(f"finished {run_dir}: best validation accuracy {100 * summary['best_val_accuracy']:.2f}% "

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--dataset", "builtin", "--backbone", "conv4", "--acdc", "block", "--atoms", "4", "--image-size", "20",
         "--ways", "3", "--shots", "1", "--queries", "2", "--queries-eval", "2", "--inner-steps", "1",
         "--inner-steps-eval", "1", "--meta-batch", "2", "--iterations", "2", "--val-every", "2",
-        "--val-episodes", "3", "--test-episodes", "4", "--device", "cpu", "--quiet"]
+        "--val-episodes", "3", "--test-episodes", "4", "--device", "cpu", "--threads", "1", "--quiet"]
 
 
 def test_unknown_flag_is_named_with_the_closest_valid_flag(capsys):
