@@ -20,9 +20,7 @@ JSON in ``benchmarks/results/maml_step.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import itertools
 import json
 import os
@@ -32,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,13 +64,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- worker side
-def import_quietly(name: str):
-    # learn2learn imports gym, which prints a deprecation notice on stderr.
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        return __import__(name)
-
-
 def make_episodes(config: Dict, torch, device):
     from fewshot_acdc.meta import Episode
     generator = torch.Generator().manual_seed(1234)
@@ -96,62 +86,25 @@ def engine_step(config, model, episodes, optimizer):
     return lambda: maml.meta_train_step(episodes, optimizer)
 
 
-def learn2learn_step(config, model, episodes, optimizer):
-    import torch
-    import torch.nn.functional as F
-    from fewshot_acdc.meta import adapted_parameter_names
-    l2l = import_quietly("learn2learn")
-    first_order = config["order"] == "first"
-    adapted = set(adapted_parameter_names(model, config["scope"]))
-    wrapper = l2l.algorithms.MAML(model, lr=config["inner_lr"], first_order=first_order)
+def reference_step(name):
+    """An optimizer step on the meta-gradient of learn2learn or higher (fewshot_acdc.meta.references:
+    the very computation the agreement tests check against the engine)."""
+    def build(config, model, episodes, optimizer):
+        from fewshot_acdc.meta import adapted_parameter_names
+        from fewshot_acdc.meta.references import REFERENCE_META_GRADIENTS
+        meta_gradient = REFERENCE_META_GRADIENTS[name]
+        adapted = adapted_parameter_names(model, config["scope"])
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        for episode in episodes:
-            learner = wrapper.clone()
-            for _ in range(config["inner_steps"]):
-                loss = F.cross_entropy(learner(episode.support_images), episode.support_labels)
-                if config["scope"] == "all":
-                    learner.adapt(loss)
-                    continue
-                named = list(learner.module.named_parameters())
-                grads = iter(torch.autograd.grad(loss, [p for n, p in named if n in adapted],
-                                                 create_graph=not first_order, retain_graph=not first_order))
-                learner.module = l2l.algorithms.maml_update(
-                    learner.module, config["inner_lr"], [next(grads) if n in adapted else None for n, _ in named])
-            (F.cross_entropy(learner(episode.query_images), episode.query_labels) / len(episodes)).backward()
-        optimizer.step()
-    return step
+        def step():
+            meta_gradient(model, episodes, adapted, config["inner_lr"], config["inner_steps"],
+                          config["order"] == "first")
+            optimizer.step()
+        return step
+    return build
 
 
-def higher_step(config, model, episodes, optimizer):
-    import torch
-    import torch.nn.functional as F
-    from fewshot_acdc.meta import adapted_parameter_names
-    higher = import_quietly("higher")
-    first_order = config["order"] == "first"
-    adapted = set(adapted_parameter_names(model, config["scope"]))
-    named = list(model.named_parameters())
-    inner_optimizer = torch.optim.SGD([p for n, p in named if n in adapted], lr=config["inner_lr"])
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        for episode in episodes:
-            with higher.innerloop_ctx(model, inner_optimizer, copy_initial_weights=False,
-                                      track_higher_grads=not first_order) as (fmodel, diffopt):
-                for _ in range(config["inner_steps"]):
-                    diffopt.step(F.cross_entropy(fmodel(episode.support_images), episode.support_labels))
-                loss = F.cross_entropy(fmodel(episode.query_images), episode.query_labels) / len(episodes)
-                loss.backward()
-                if first_order:  # higher detaches first-order fast weights: route their gradient by hand
-                    for (name, parameter), fast in zip(named, fmodel.parameters()):
-                        if name in adapted:
-                            parameter.grad = fast.grad if parameter.grad is None else parameter.grad + fast.grad
-        optimizer.step()
-    return step
-
-
-STEP_BUILDERS = {"engine": engine_step, "learn2learn": learn2learn_step, "higher": higher_step}
+STEP_BUILDERS = {"engine": engine_step, "learn2learn": reference_step("learn2learn"),
+                 "higher": reference_step("higher")}
 
 
 def rss_mb() -> float:

@@ -1,27 +1,16 @@
-"""The same meta-gradient computed with learn2learn's MAML and with higher's innerloop_ctx.
+"""Reference meta-gradients as ``{name: tensor}`` dicts, for comparing with the engine.
 
-Both are written the way their documentation shows MAML, with the minimum needed to adapt a
-subset of parameters:
-
-* learn2learn 0.2.0: ``MAML(model, lr).clone()``; ``adapt(loss)`` when every parameter is adapted,
-  otherwise ``maml_update(module, lr, grads)`` with ``None`` for the frozen parameters (it then
-  leaves them as they are). Its ``clone_module``/``update_module`` keep tied tensors tied (memo).
-* higher 0.2.1: ``innerloop_ctx(model, SGD(adapted parameters), copy_initial_weights=False,
-  track_higher_grads=not first_order)``; parameters outside the inner optimizer are not updated,
-  tied tensors are deduplicated through its parameter mapping. First order: higher detaches the
-  updated fast weights, so the query gradient at the adapted fast weights is added to the
-  initial parameters by hand (its documented FOMAML recipe); frozen tensors still receive their
-  direct gradient through the patched module.
-
-Each returns ``{name: meta-gradient}`` (mean over the episodes) for ``model.named_parameters()``.
+The learn2learn and higher computations themselves live in :mod:`fewshot_acdc.meta.references`
+(shared with benchmarks/maml_step.py); this wrapper skips when a library is missing and copies
+the gradients out of the model.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict
 
 import torch
-import torch.nn.functional as F
 
+from fewshot_acdc.meta.references import REFERENCE_META_GRADIENTS
 from maml_testing import import_reference
 
 
@@ -30,49 +19,12 @@ def _gradients(model) -> Dict[str, torch.Tensor]:
             for name, p in model.named_parameters()}
 
 
-def learn2learn_meta_gradient(model, episodes: Sequence, adapted_names: Sequence[str], inner_lr: float,
-                              steps: int, first_order: bool) -> Dict[str, torch.Tensor]:
-    l2l = import_reference("learn2learn")
-    adapted = set(adapted_names)
-    adapt_everything = adapted == {name for name, _ in model.named_parameters()}
-    wrapper = l2l.algorithms.MAML(model, lr=inner_lr, first_order=first_order)
-    model.zero_grad(set_to_none=True)
-    for episode in episodes:
-        learner = wrapper.clone()
-        for _ in range(steps):
-            loss = F.cross_entropy(learner(episode.support_images), episode.support_labels)
-            if adapt_everything:
-                learner.adapt(loss)
-                continue
-            named = list(learner.module.named_parameters())
-            grads = iter(torch.autograd.grad(loss, [p for name, p in named if name in adapted],
-                                             create_graph=not first_order, retain_graph=not first_order))
-            learner.module = l2l.algorithms.maml_update(
-                learner.module, inner_lr, [next(grads) if name in adapted else None for name, _ in named])
-        query_loss = F.cross_entropy(learner(episode.query_images), episode.query_labels)
-        (query_loss / len(episodes)).backward()
-    return _gradients(model)
+def _reference(name: str):
+    def meta_gradient(model, *args) -> Dict[str, torch.Tensor]:
+        import_reference(name)  # skips the test when the library is not installed
+        REFERENCE_META_GRADIENTS[name](model, *args)
+        return _gradients(model)
+    return meta_gradient
 
 
-def higher_meta_gradient(model, episodes: Sequence, adapted_names: Sequence[str], inner_lr: float,
-                         steps: int, first_order: bool) -> Dict[str, torch.Tensor]:
-    higher = import_reference("higher")
-    adapted = set(adapted_names)
-    named = list(model.named_parameters())
-    inner_optimizer = torch.optim.SGD([p for name, p in named if name in adapted], lr=inner_lr)
-    model.zero_grad(set_to_none=True)
-    for episode in episodes:
-        with higher.innerloop_ctx(model, inner_optimizer, copy_initial_weights=False,
-                                  track_higher_grads=not first_order) as (fmodel, diffopt):
-            for _ in range(steps):
-                diffopt.step(F.cross_entropy(fmodel(episode.support_images), episode.support_labels))
-            query_loss = F.cross_entropy(fmodel(episode.query_images), episode.query_labels) / len(episodes)
-            query_loss.backward()
-            if first_order:
-                for (name, parameter), fast in zip(named, fmodel.parameters()):
-                    if name in adapted:
-                        parameter.grad = fast.grad.clone() if parameter.grad is None else parameter.grad + fast.grad
-    return _gradients(model)
-
-
-REFERENCES = {"learn2learn": learn2learn_meta_gradient, "higher": higher_meta_gradient}
+REFERENCES = {name: _reference(name) for name in REFERENCE_META_GRADIENTS}
