@@ -18,7 +18,19 @@ from .utils import closest_name as _closest
 
 BACKBONES = ("conv4", "resnet10", "resnet18", "resnet34")
 ACDC_KINDS = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
-ADAPT_SCOPES = ("all", "atoms", "head", "atoms+head")
+# The conv factory's kinds (fewshot_acdc.nn.CONV_KINDS; repeated here so that reading a config
+# does not import torch; tests/test_config.py checks they agree).
+CONV_KINDS = ("standard", "acdc-net", "acdc-block", "acdc-layer", "acdc-g-net", "acdc-g-block", "acdc-g-layer",
+              "basis", "dcf", "repeat-net", "repeat-block", "repeat-layer")
+ADAPT_SCOPES = ("all", "atoms", "head", "atoms+head", "coefficients", "coefficients+head",
+                "combination", "combination+head", "scales", "scales+head")
+# Role an adaptation scope needs -> (conv kinds that have it, in words)
+_SCOPE_NEEDS = {
+    "atoms": (lambda kind: kind.startswith("acdc-"), "ACDC atoms"),
+    "coefficients": (lambda kind: kind.startswith("acdc-") or kind == "dcf", "ACDC or DCF coefficients"),
+    "combination": (lambda kind: kind == "basis", "BasisConv's 1x1 combinations"),
+    "scales": (lambda kind: kind.startswith("repeat-"), "learnable-repetition scales"),
+}
 DATASETS = ("builtin", "miniimagenet", "omniglot")
 DEVICES = ("auto", "cpu", "cuda")
 TASK_BATCHING = ("sequential", "vmap")
@@ -32,12 +44,18 @@ class ConfigError(ValueError):
 class TrainConfig:
     # Model
     backbone: str = "resnet18"
-    acdc: str = "net"                 # coefficient sharing scope; "none" = standard convolutions
-    atoms: int = 8                    # dictionary atoms m per layer (per group when grouped)
+    acdc: str = "net"                 # ACDC coefficient sharing scope; "none" = no ACDC (standard convolutions
+                                      # unless conv names another kind)
+    conv: Optional[str] = None        # conv kind, overrides acdc: standard | acdc-* | basis | dcf |
+                                      # repeat-net | repeat-block | repeat-layer (null: from acdc)
+    atoms: int = 8                    # dictionary atoms m per layer (per group when grouped); the size of the
+                                      # other kinds: DCF's Fourier-Bessel atoms K, BasisConv's rank r,
+                                      # repetition's base width b
     group_size: Optional[int] = None  # channels per group s, only for g-net / g-block / g-layer
     atom_drop: float = 0.1            # the paper's atom-drop rate; 0 turns it off
     # MAML
-    adapt: str = "all"                # inner-loop scope: all | atoms | head | atoms+head
+    adapt: str = "all"                # inner-loop scope: all | atoms | head | atoms+head | coefficients |
+                                      # combination | scales (and each +head)
     inner_steps: int = 5
     inner_steps_eval: int = 5
     inner_lr: float = 0.01
@@ -71,17 +89,45 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.conv is not None:
+            if self.conv not in CONV_KINDS:
+                raise ConfigError(f"conv: {self.conv!r} is not one of {', '.join(CONV_KINDS)}{_closest(self.conv, CONV_KINDS)}")
+            implied = _acdc_of(self.conv)
+            # conv decides; acdc must agree unless it was left at its default.
+            if self.acdc not in (implied, _DEFAULT_ACDC):
+                raise ConfigError(f"acdc {self.acdc!r} and conv {self.conv!r} name different conv kinds; give one of them")
+            object.__setattr__(self, "acdc", implied)
         _validate(self)
 
     @property
     def conv_kind(self) -> str:
+        if self.conv is not None:
+            return self.conv
         return "standard" if self.acdc == "none" else f"acdc-{self.acdc}"
+
+    @property
+    def conv_name(self) -> str:
+        """Short name for run directories: the ACDC scope (``net``, ``none``...) or the kind."""
+        return self.acdc if self.conv is None or self.conv == "standard" or self.conv.startswith("acdc-") else self.conv
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        return load_config(None, {**self.to_dict(), **changes})
+        values = self.to_dict()
+        if "acdc" in changes and "conv" not in changes:
+            values["conv"] = None
+        elif "conv" in changes and "acdc" not in changes:
+            del values["acdc"]
+        return load_config(None, {**values, **changes})
+
+
+_DEFAULT_ACDC = TrainConfig.__dataclass_fields__["acdc"].default
+
+
+def _acdc_of(conv: str) -> str:
+    """The ``acdc`` value a conv kind implies: its sharing scope for ACDC kinds, else ``none``."""
+    return conv[len("acdc-"):] if conv.startswith("acdc-") else "none"
 
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
@@ -117,8 +163,13 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"acdc {config.acdc!r} needs group_size (channels per group, e.g. 32 or 64)")
     if not grouped and config.group_size is not None:
         raise ConfigError(f"group_size is only used with acdc g-net, g-block or g-layer, not {config.acdc!r}")
-    if config.acdc == "none" and config.adapt in ("atoms", "atoms+head"):
-        raise ConfigError(f"adapt {config.adapt!r} adapts ACDC atoms, but acdc is 'none' (standard convolutions)")
+    kind = config.conv_kind
+    for part in config.adapt.split("+"):
+        if part not in _SCOPE_NEEDS or _SCOPE_NEEDS[part][0](kind):
+            continue
+        if kind == "standard" and part == "atoms":
+            raise ConfigError(f"adapt {config.adapt!r} adapts ACDC atoms, but acdc is 'none' (standard convolutions)")
+        raise ConfigError(f"adapt {config.adapt!r} adapts {_SCOPE_NEEDS[part][1]}, which conv kind {kind!r} does not have")
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -158,7 +209,18 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         values.update(loaded)
-    values.update(overrides or {})
+    overrides = dict(overrides or {})
+    # acdc and conv both name the conv kind: a later source (overrides) naming one of them replaces
+    # what the earlier one (the file) said about either; within one source they must agree.
+    if overrides.get("conv") is not None and "acdc" not in overrides:
+        values.pop("acdc", None)
+    elif "acdc" in overrides and "conv" not in overrides:
+        values.pop("conv", None)
+    values.update(overrides)
+    if isinstance(values.get("conv"), str) and isinstance(values.get("acdc"), str) and values["conv"] in CONV_KINDS \
+            and _acdc_of(values["conv"]) != values["acdc"]:
+        raise ConfigError(f"acdc {values['acdc']!r} and conv {values['conv']!r} name different conv kinds; "
+                          f"give one of them (conv names any kind, acdc only the ACDC sharing scopes)")
     unknown = [key for key in values if key not in CONFIG_KEYS]
     if unknown:
         where = f" in {path}" if path is not None else ""

@@ -1,7 +1,9 @@
 """Parameter accounting: ``python -m fewshot_acdc.params --backbone resnet18 --acdc net --atoms 8``.
 
 Prints the total and a breakdown by role (shared coefficients, atoms, BN, head, other convs) and,
-for each MAML inner-loop scope, how many parameters are adapted per task.
+for each MAML inner-loop scope, how many parameters are adapted per task. ``--conv`` names any
+conv kind (``basis``, ``dcf``, ``repeat-net`` ...) instead of ``--acdc``; the fixed bases of
+BasisConv and DCF are buffers, not parameters, and are reported separately (``fixed_bases``).
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from typing import Dict, Optional, Sequence
 
 from torch import nn
 
-from .meta.scopes import SCOPES, adapted_parameter_names
+from .meta.scopes import KIND_SCOPES, SCOPES, adapted_parameter_names
 from .models import create_backbone, list_backbones
-from .nn import ROLES, parameter_roles
+from .nn import CONV_KINDS, ROLES, BasisConv2d, ConvSpec, DCFConv2d, parameter_roles
 
 ACDC_CHOICES = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
 
@@ -27,8 +29,15 @@ def conv_kind(acdc: str) -> str:
     return "standard" if acdc == "none" else f"acdc-{acdc}"
 
 
+def fixed_basis_count(model: nn.Module) -> int:
+    """Elements of the fixed (non-trainable) bases: BasisConv filters and DCF Fourier-Bessel atoms."""
+    return sum(buffer.numel() for module in model.modules() if isinstance(module, (BasisConv2d, DCFConv2d))
+               for buffer in module.buffers(recurse=False))
+
+
 def parameter_report(model: nn.Module) -> Dict[str, object]:
-    """Total, per-role counts and per-scope adapted counts of ``model`` (shared tensors once)."""
+    """Total, per-role counts and per-scope adapted counts of ``model`` (shared tensors once);
+    ``fixed_bases``: elements of the fixed bases, which are buffers and not in ``total``."""
     sizes = {name: p.numel() for name, p in model.named_parameters()}
     roles = parameter_roles(model)
     by_role = OrderedDict((role, 0) for role in ROLES)
@@ -40,7 +49,8 @@ def parameter_report(model: nn.Module) -> Dict[str, object]:
             adapted[scope] = sum(sizes[name] for name in adapted_parameter_names(model, scope))
         except ValueError:
             adapted[scope] = None  # the scope selects nothing on this backbone
-    return {"total": sum(sizes.values()), "by_role": dict(by_role), "adapted_per_task": adapted}
+    return {"total": sum(sizes.values()), "by_role": dict(by_role), "adapted_per_task": adapted,
+            "fixed_bases": fixed_basis_count(model)}
 
 
 def few_shot_table(atoms: int = 8, classes: int = 5) -> str:
@@ -55,6 +65,30 @@ def few_shot_table(atoms: int = 8, classes: int = 5) -> str:
     return "\n".join(lines)
 
 
+KINDS_TABLE_KINDS = ("standard", "acdc-net", "basis", "dcf", "repeat-net", "repeat-block", "repeat-layer")
+
+
+def conv_kinds_table(atoms: int = 8, classes: int = 5, backbones=("conv4", "resnet10", "resnet18", "resnet34"),
+                     kinds=KINDS_TABLE_KINDS) -> str:
+    """Markdown table: trainable and fixed parameters, and parameters adapted per task by each
+    kind's own small-part scope (``atoms``, ``coefficients``, ``combination``, ``scales``)."""
+    lines = ["| backbone | conv | trainable | fixed bases | adapted: all | small-part scope | adapted: small part |",
+             "|---|---|---:|---:|---:|---|---:|"]
+    for kind in kinds:
+        scope = KIND_SCOPES.get(ConvSpec(kind).family)
+        for backbone in backbones:
+            try:
+                report = parameter_report(create_backbone(backbone, kind, atoms=atoms, num_classes=classes))
+            except ValueError:  # e.g. dcf with more atoms than a 3x3 kernel has
+                lines.append(f"| {backbone} | {kind} | not available with atoms={atoms} | | | | |")
+                continue
+            adapted = report["adapted_per_task"]
+            small = "n/a" if scope is None else f"{adapted[scope]:,}"
+            lines.append(f"| {backbone} | {kind} | {report['total']:,} | {report['fixed_bases']:,} | "
+                         f"{adapted['all']:,} | {scope or 'n/a'} | {small} |")
+    return "\n".join(lines)
+
+
 def _format(count: Optional[int]) -> str:
     if count is None:
         return "n/a"
@@ -65,7 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fewshot_acdc.params", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18", help=f"one of: {', '.join(list_backbones())}")
     parser.add_argument("--acdc", default="net", help=f"one of: {', '.join(ACDC_CHOICES)}")
-    parser.add_argument("--atoms", type=int, default=8)
+    parser.add_argument("--conv", default=None, choices=CONV_KINDS,
+                        help="conv kind; overrides --acdc (basis, dcf, repeat-net, repeat-block, repeat-layer ...)")
+    parser.add_argument("--atoms", type=int, default=8,
+                        help="ACDC atoms m; DCF Fourier-Bessel atoms K; BasisConv rank r; repetition base width b")
     parser.add_argument("--group-size", type=int, default=None)
     parser.add_argument("--classes", type=int, default=5, help="outputs of the linear head")
     parser.add_argument("--image-size", type=int, default=84, help="only Conv4's head depends on it")
@@ -73,17 +110,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--table", action="store_true",
                         help="print the Markdown table of the few-shot backbones x {none, net, block} (README)")
+    parser.add_argument("--kinds-table", action="store_true",
+                        help="print the Markdown table of the few-shot backbones x conv kinds (docs/conv_kinds.md)")
     args = parser.parse_args(argv)
     if args.table:
         print(few_shot_table(args.atoms, args.classes))
         return 0
+    if args.kinds_table:
+        print(conv_kinds_table(args.atoms, args.classes))
+        return 0
     try:
-        model = create_backbone(args.backbone, conv_kind(args.acdc), atoms=args.atoms, group_size=args.group_size,
+        kind = args.conv if args.conv is not None else conv_kind(args.acdc)
+        model = create_backbone(args.backbone, kind, atoms=args.atoms, group_size=args.group_size,
                                 num_classes=args.classes, image_size=args.image_size, in_channels=args.in_channels)
     except ValueError as error:
         parser.error(str(error))
     report = parameter_report(model)
-    report = {"backbone": args.backbone, "conv": conv_kind(args.acdc), "atoms": args.atoms,
+    report = {"backbone": args.backbone, "conv": kind, "atoms": args.atoms,
               "group_size": args.group_size, "classes": args.classes, **report}
     if args.json:
         print(json.dumps(report))
@@ -91,13 +134,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{args.backbone}, conv {report['conv']}, atoms {args.atoms}, group size {args.group_size}, "
           f"{args.classes} classes")
     print(f"  total parameters      {_format(report['total'])}")
-    labels = {"coefficients": "ACDC coefficients", "atoms": "ACDC atoms", "conv": "ordinary convs",
+    labels = {"coefficients": "ACDC/DCF coefficients", "atoms": "ACDC atoms", "combination": "basis combinations",
+              "base": "repetition bases", "scales": "repetition scales", "conv": "ordinary convs",
               "norm": "batch norm", "head": "linear head", "other": "other"}
     for role, count in report["by_role"].items():
-        print(f"    {labels[role]:<20}{_format(count)}")
+        if count or role in ("conv", "norm", "head") or role in ("atoms", "coefficients") and kind.startswith("acdc"):
+            print(f"    {labels[role]:<24}{_format(count)}")
+    if report["fixed_bases"]:
+        print(f"  fixed bases (buffers, not trained) {_format(report['fixed_bases'])}")
     print("  adapted per task by MAML scope")
     for scope, count in report["adapted_per_task"].items():
-        print(f"    {scope:<20}{_format(count)}")
+        base = report["adapted_per_task"].get(scope.split("+")[0])
+        if scope in ("all", "atoms", "head", "atoms+head") or (count is not None and base is not None):
+            print(f"    {scope:<24}{_format(count)}")
     return 0
 
 

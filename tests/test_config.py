@@ -66,3 +66,58 @@ def test_missing_or_malformed_file(tmp_path):
 def test_ints_are_accepted_for_floats():
     assert load_config(None, {"meta_lr": 1}).meta_lr == 1.0
     assert "meta_lr" in CONFIG_KEYS
+
+
+# ---------------------------------------------------------------------------------------------
+# conv: the kinds beyond ACDC (BasisConv, DCF, learnable repetition)
+
+
+def test_conv_kinds_agree_with_the_factory():
+    from fewshot_acdc.config import ADAPT_SCOPES, CONV_KINDS
+    from fewshot_acdc.meta import SCOPES
+    from fewshot_acdc.nn import CONV_KINDS as FACTORY_KINDS
+    assert CONV_KINDS == FACTORY_KINDS
+    assert ADAPT_SCOPES == tuple(SCOPES)
+
+
+def test_conv_names_any_kind_and_sets_acdc_to_match():
+    config = load_config(None, {"conv": "basis", "adapt": "combination"})
+    assert (config.conv_kind, config.acdc, config.conv_name) == ("basis", "none", "basis")
+    assert load_config(None, {"conv": "acdc-block"}).acdc == "block"
+    assert load_config(None, {"acdc": "block"}).conv is None  # acdc alone works as before
+
+
+def test_a_later_source_naming_the_kind_replaces_the_files(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("acdc: block\n")
+    assert load_config(base, {"conv": "dcf"}).conv_kind == "dcf"
+    base.write_text("conv: dcf\n")
+    assert load_config(base, {"acdc": "net"}).conv_kind == "acdc-net"
+
+
+def test_replace_switches_between_conv_and_acdc():
+    config = load_config(None, {"conv": "repeat-net", "adapt": "scales"})
+    assert config.replace(adapt="all", acdc="layer").conv_kind == "acdc-layer"
+    assert load_config(None, {"acdc": "block"}).replace(conv="basis").conv_kind == "basis"
+
+
+def test_saved_conv_config_round_trips(tmp_path):
+    config = load_config(None, {"conv": "repeat-block", "atoms": 16, "adapt": "scales+head"})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"conv": "basiss"}, r"did you mean 'basis'"),
+        ({"acdc": "block", "conv": "basis"}, "acdc 'block' and conv 'basis' name different conv kinds"),
+        ({"conv": "basis", "adapt": "scales"}, "adapts learnable-repetition scales, which conv kind 'basis' does not have"),
+        ({"conv": "dcf", "adapt": "combination+head"}, "BasisConv's 1x1 combinations"),
+        ({"conv": "repeat-net", "adapt": "atoms"}, "adapts ACDC atoms, which conv kind 'repeat-net' does not have"),
+        ({"conv": "basis", "group_size": 32}, "group_size is only used with"),
+    ],
+)
+def test_bad_conv_choices_are_config_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, values)

@@ -123,10 +123,15 @@ def test_acdc_net_resnet18_breakdown():
     model = create_backbone("resnet18-cifar", "acdc-net", atoms=8, num_classes=10)
     report = parameter_report(model)
     assert report["by_role"] == {"atoms": 16 * 8 * 9, "coefficients": 512 * 512 * 8, "conv": 1_728 + 172_032,
-                                 "norm": 9_600, "head": 5_130, "other": 0}
+                                 "norm": 9_600, "head": 5_130, "other": 0,
+                                 "combination": 0, "base": 0, "scales": 0}
     assert report["total"] == sum(report["by_role"].values())
+    assert report["fixed_bases"] == 0
     assert report["adapted_per_task"] == {"all": report["total"], "atoms": 1_152, "head": 5_130,
-                                          "atoms+head": 1_152 + 5_130}
+                                          "atoms+head": 1_152 + 5_130,
+                                          "coefficients": 512 * 512 * 8, "coefficients+head": 512 * 512 * 8 + 5_130,
+                                          "combination": None, "combination+head": 5_130,
+                                          "scales": None, "scales+head": 5_130}
 
 
 def test_atoms_scope_is_not_available_on_standard_backbones():
@@ -157,3 +162,58 @@ def test_command_line_rejects_bad_values_with_the_accepted_ones():
     result = subprocess.run([sys.executable, "-m", "fewshot_acdc.params", "--acdc", "grid"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "accepted: none, net, block" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# BasisConv, DCF and learnable repetition, counted from their definitions.
+# ResNet18 (few-shot, 5-way head): stem 7x7 9,408 + shortcuts 172,032 = 181,440; BN 9,600; head 2,565.
+# Its 16 3x3 convs (C_in, C_out): 4 x (64, 64); (64, 128), 3 x (128, 128); (128, 256), 3 x (256, 256);
+# (256, 512), 3 x (512, 512).
+RESNET18_FIXED = 181_440 + 9_600 + 2_565
+RESNET18_CONVS = ([(64, 64)] * 4 + [(64, 128)] + [(128, 128)] * 3 + [(128, 256)] + [(256, 256)] * 3
+                  + [(256, 512)] + [(512, 512)] * 3)
+
+
+def test_basisconv_counts_combination_trainable_and_basis_fixed():
+    report = parameter_report(create_backbone("resnet18", "basis", atoms=16))
+    assert report["by_role"]["combination"] == sum(16 * c_out for _, c_out in RESNET18_CONVS)
+    assert report["total"] == RESNET18_FIXED + sum(16 * c_out for _, c_out in RESNET18_CONVS)
+    assert report["fixed_bases"] == sum(16 * c_in * 9 for c_in, _ in RESNET18_CONVS)
+    assert report["adapted_per_task"]["combination"] == report["by_role"]["combination"]
+    assert report["adapted_per_task"]["atoms"] is None and report["adapted_per_task"]["scales"] is None
+
+
+def test_dcf_counts_per_layer_coefficients_and_fixed_atoms():
+    report = parameter_report(create_backbone("resnet18", "dcf", atoms=6))
+    coefficients = sum(6 * c_in * c_out for c_in, c_out in RESNET18_CONVS)
+    assert report["total"] == RESNET18_FIXED + coefficients
+    assert report["by_role"]["coefficients"] == report["adapted_per_task"]["coefficients"] == coefficients
+    assert report["fixed_bases"] == 16 * 6 * 9
+
+
+@pytest.mark.parametrize("kind", ["repeat-net", "repeat-block", "repeat-layer"])
+def test_repetition_counts_bases_once_per_scope_and_scales_per_tile(kind):
+    b = 32
+    scales = sum(-(-c_out // b) * -(-c_in // b) for c_in, c_out in RESNET18_CONVS)
+    bases = {"repeat-net": 1, "repeat-block": 4, "repeat-layer": 16}[kind] * b * b * 9
+    report = parameter_report(create_backbone("resnet18", kind, atoms=b))
+    assert report["by_role"]["scales"] == report["adapted_per_task"]["scales"] == scales
+    assert report["by_role"]["base"] == bases
+    assert report["total"] == RESNET18_FIXED + scales + bases and report["fixed_bases"] == 0
+
+
+def test_command_line_conv_flag(capsys):
+    assert main(["--backbone", "conv4", "--conv", "basis", "--atoms", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["conv"] == "basis" and report["fixed_bases"] == 3 * 8 * 64 * 9
+    assert report["by_role"]["combination"] == 3 * 64 * 8
+    assert main(["--backbone", "conv4", "--conv", "repeat-net", "--atoms", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "repetition scales" in out and "scales" in out and "combination" not in out
+
+
+def test_kinds_table_lists_every_new_kind(capsys):
+    assert main(["--kinds-table"]) == 0
+    out = capsys.readouterr().out
+    for kind, scope in [("basis", "combination"), ("dcf", "coefficients"), ("repeat-net", "scales")]:
+        assert f"| resnet18 | {kind} |" in out and f"| {scope} |" in out

@@ -6,6 +6,7 @@ Examples::
     python run_maml.py --backbone resnet18 --acdc net                  # miniImageNet under data/miniimagenet
     python run_maml.py --config configs/closer_look_maml.yaml --backbone resnet34 --acdc net --shots 5
     python run_maml.py --resume runs/resnet18-net-all-5w1s-seed0 --iterations 80000
+    python run_maml.py --dataset builtin --backbone conv4 --conv basis --atoms 16 --adapt combination
 
 A YAML config is the base, flags override it, and the result is resolved once into one typed
 :class:`~fewshot_acdc.config.TrainConfig` saved as ``config.yaml`` in the run directory.
@@ -16,12 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import ACDC_KINDS, ADAPT_SCOPES, BACKBONES, DATASETS, DEVICES, TASK_BATCHING, ConfigError, load_config
+from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
+                      load_config)
 from .common import ArgumentParser
 
 # flag destination -> config key, for every flag that overrides a config value
 FLAG_KEYS = (
-    "backbone", "acdc", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
+    "backbone", "acdc", "conv", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
     "inner_steps", "inner_steps_eval", "inner_lr", "meta_lr", "meta_batch", "first_order", "grad_clip",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "num_workers", "episode_dir",
     "log_every", "val_every", "val_episodes", "test_episodes", "device", "threads", "seed",
@@ -33,7 +35,12 @@ def build_parser() -> ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES)
     model.add_argument("--acdc", choices=ACDC_KINDS, help="coefficient sharing scope; none = standard convolutions")
-    model.add_argument("--atoms", type=int, help="dictionary atoms per layer (m)")
+    model.add_argument("--conv", choices=CONV_KINDS,
+                       help="conv kind (instead of --acdc): standard, acdc-*, basis (BasisConv), dcf (fixed "
+                            "Fourier-Bessel atoms), repeat-net/-block/-layer (learnable repetition)")
+    model.add_argument("--atoms", type=int,
+                       help="dictionary atoms per layer (m); for dcf the Fourier-Bessel atoms K, for basis the "
+                            "rank r, for repeat-* the base width b")
     model.add_argument("--group-size", type=int, help="channels per group (s), for g-net/g-block/g-layer")
     model.add_argument("--atom-drop", type=float, help="atom-drop probability p in [0, 1)")
     maml = parser.add_argument_group("MAML")
@@ -60,7 +67,7 @@ def build_parser() -> ArgumentParser:
     episodes.add_argument("--episode-dir", help="where fixed validation/test episode sets are saved")
     run = parser.add_argument_group("run")
     run.add_argument("--config", help="YAML base config (flags override it)")
-    run.add_argument("--out", help="run directory (default runs/<backbone>-<acdc>-<adapt>-<ways>w<shots>s-seed<seed>)")
+    run.add_argument("--out", help="run directory (default runs/<dataset>-<backbone>-<acdc or conv>-<adapt>-<ways>w<shots>s-seed<seed>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from checkpoints/last.pt")
     run.add_argument("--device", choices=DEVICES)
     run.add_argument("--seed", type=int)
@@ -75,7 +82,7 @@ def build_parser() -> ArgumentParser:
 
 
 def default_run_dir(config) -> Path:
-    return Path("runs") / f"{config.dataset}-{config.backbone}-{config.acdc}-{config.adapt}-{config.ways}w{config.shots}s-seed{config.seed}"
+    return Path("runs") / f"{config.dataset}-{config.backbone}-{config.conv_name}-{config.adapt}-{config.ways}w{config.shots}s-seed{config.seed}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

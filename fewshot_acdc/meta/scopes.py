@@ -6,7 +6,16 @@ A scope is a set of parameter roles (see :func:`fewshot_acdc.nn.parameter_roles`
 * ``atoms``: only the ACDC dictionary atoms; coefficients, BN and head are meta-learned in the
   outer loop but frozen within a task;
 * ``head``: only the linear classifier;
-* ``atoms+head``: atoms and classifier.
+* ``atoms+head``: atoms and classifier;
+* ``coefficients``: only the coefficients: DCF's per-layer coefficients on its fixed
+  Fourier-Bessel atoms (also ACDC's coefficients, shared or not);
+* ``combination``: only BasisConv's learned 1x1 combinations (its basis filters are fixed);
+* ``scales``: only the per-repetition scales of learnable-repetition convs (the tiled base
+  tensor is meta-learned but frozen within a task);
+* ``coefficients+head``, ``combination+head``, ``scales+head``: the same and the classifier.
+
+Each conv kind's small part: ``atoms`` (ACDC), ``coefficients`` (DCF), ``combination``
+(BasisConv), ``scales`` (repetition); :data:`KIND_SCOPES` names it.
 """
 from __future__ import annotations
 
@@ -22,7 +31,24 @@ SCOPES: Dict[str, Optional[FrozenSet[str]]] = {
     "atoms": frozenset({"atoms"}),
     "head": frozenset({"head"}),
     "atoms+head": frozenset({"atoms", "head"}),
+    "coefficients": frozenset({"coefficients"}),
+    "coefficients+head": frozenset({"coefficients", "head"}),
+    "combination": frozenset({"combination"}),
+    "combination+head": frozenset({"combination", "head"}),
+    "scales": frozenset({"scales"}),
+    "scales+head": frozenset({"scales", "head"}),
 }
+
+# The role a scope needs -> which conv kinds have it (for error messages).
+_ROLE_PROVIDERS = {
+    "atoms": "an ACDC backbone (conv kind acdc-*)",
+    "coefficients": "an ACDC or DCF backbone (conv kind acdc-* or dcf)",
+    "combination": "a BasisConv backbone (conv kind basis)",
+    "scales": "a learnable-repetition backbone (conv kind repeat-*)",
+}
+
+# Conv family -> the scope that adapts its small part within a task.
+KIND_SCOPES = {"acdc": "atoms", "dcf": "coefficients", "basis": "combination", "repeat": "scales"}
 
 
 def check_scope(scope: str) -> str:
@@ -45,6 +71,7 @@ def adapted_parameter_names(model: nn.Module, scope: str) -> List[str]:
         raise ValueError(
             f"adaptation scope {scope!r} selects no parameter of this {type(model).__name__} "
             f"(its parameter roles are: {', '.join(present)}); "
-            + ("'atoms' needs an ACDC backbone (conv kind acdc-*)" if "atoms" in (wanted or ()) else "")
+            + "; ".join(f"{role!r} needs {_ROLE_PROVIDERS[role]}" for role in sorted(wanted or ())
+                        if role in _ROLE_PROVIDERS)
         )
     return names

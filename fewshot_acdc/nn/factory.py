@@ -15,7 +15,19 @@ kind                      coefficients
                           every group of every layer, channel shuffle after each layer
 ``acdc-g-block``          grouped, one tensor per block
 ``acdc-g-layer``          grouped, one tensor per layer (shared across its groups)
+``basis``                 BasisConv: ``atoms`` = rank ``r`` fixed random orthogonal filters
+                          (a buffer) and a learned 1x1 combination (:mod:`.basis`)
+``dcf``                   DCF: per-layer coefficients on ``atoms`` = ``K`` fixed
+                          Fourier-Bessel atoms (:mod:`.dcf`)
+``repeat-net``            learnable repetition: one ``(b, b, k, k)`` base tensor
+                          (``atoms`` = ``b``) for the network, tiled in every layer
+                          with per-tile learned scales (:mod:`.repetition`)
+``repeat-block``          one base tensor per block
+``repeat-layer``          one base tensor per layer
 ========================  ==========================================================
+
+``atoms`` is each kind's size knob: ACDC's ``m``, DCF's ``K``, BasisConv's rank ``r``,
+repetition's base width ``b``. ``atom_drop`` and ``shuffle`` only apply to the ACDC kinds.
 
 Shared tensors live in a :class:`CoefficientBank` that the backbone registers *before* its
 layers, so ``named_parameters()`` names each one once as ``coefficient_bank.<scope>``
@@ -32,9 +44,13 @@ from torch import nn
 
 from ..utils import closest_name
 from .acdc import ACDCConv2d, reset_coefficients, validate_acdc_arguments
+from .basis import BasisConv2d
+from .dcf import DCFConv2d
+from .repetition import RepeatedConv2d
 
 CONV_KINDS: Tuple[str, ...] = (
     "standard", "acdc-net", "acdc-block", "acdc-layer", "acdc-g-net", "acdc-g-block", "acdc-g-layer",
+    "basis", "dcf", "repeat-net", "repeat-block", "repeat-layer",
 )
 
 
@@ -57,6 +73,12 @@ class ConvSpec:
         if self.is_acdc:
             # Channel counts are checked per layer; here only the layer-independent values.
             validate_acdc_arguments(1, 1, self.atoms, None, self.atom_drop)
+        elif self.family in ("basis", "dcf", "repeat"):
+            # The upper limits depend on each layer's shape and are checked per layer.
+            if not isinstance(self.atoms, int) or isinstance(self.atoms, bool) or self.atoms < 1:
+                knob = {"basis": "rank (basis filters per layer)", "dcf": "number of Fourier-Bessel atoms K",
+                        "repeat": "base channels b"}[self.family]
+                raise ValueError(f"atoms must be an integer >= 1 (for {self.kind}: the {knob}), got {self.atoms!r}")
         if self.grouped:
             if self.group_size is None:
                 raise ValueError(f"conv kind {self.kind!r} needs a group_size (channels per group)")
@@ -69,7 +91,12 @@ class ConvSpec:
 
     @property
     def is_acdc(self) -> bool:
-        return self.kind != "standard"
+        return self.kind.startswith("acdc-")
+
+    @property
+    def family(self) -> str:
+        """``standard``, ``acdc``, ``basis``, ``dcf`` or ``repeat``."""
+        return self.kind.split("-", 1)[0]
 
     @property
     def grouped(self) -> bool:
@@ -77,8 +104,11 @@ class ConvSpec:
 
     @property
     def sharing(self) -> Optional[str]:
-        """``"net"``, ``"block"``, ``"layer"`` or ``None`` for standard convolutions."""
-        return self.kind.rsplit("-", 1)[1] if self.is_acdc else None
+        """``"net"``, ``"block"``, ``"layer"`` (ACDC and repetition kinds; ``"layer"`` for BasisConv
+        and DCF, which share nothing) or ``None`` for standard convolutions."""
+        if self.family in ("acdc", "repeat"):
+            return self.kind.rsplit("-", 1)[1]
+        return None if self.kind == "standard" else "layer"
 
 
 class CoefficientBank(nn.Module):
@@ -108,6 +138,7 @@ class ConvFactory:
     def __init__(self, spec: ConvSpec) -> None:
         self.spec = spec
         self._pending: List[Tuple[ACDCConv2d, str]] = []
+        self._pending_bases: List[Tuple[RepeatedConv2d, str]] = []
         self._finalized = False
 
     def __call__(
@@ -117,11 +148,18 @@ class ConvFactory:
         if self._finalized:
             raise RuntimeError("ConvFactory.finalize() was already called; use a new factory per model")
         spec = self.spec
-        if not spec.is_acdc:
+        if spec.kind == "standard":
             conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias)
             nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
             if bias:
                 nn.init.zeros_(conv.bias)
+            # Marks the convs a backbone could decompose (not the stem or 1x1 shortcuts), e.g. for
+            # fewshot_acdc.nn.basis.convert_to_basisconv.
+            conv.factory_block = block
+            return conv
+        if not spec.is_acdc:
+            conv = self._build_other(spec, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, block)
+            conv.factory_block = block
             return conv
         shared = spec.sharing in ("net", "block")
         try:
@@ -134,6 +172,26 @@ class ConvFactory:
             raise ValueError(f"{spec.kind} layer {in_channels}->{out_channels} in {block!r}: {error}") from None
         if shared:
             self._pending.append((conv, "net" if spec.sharing == "net" else block))
+        conv.factory_block = block
+        return conv
+
+    def _build_other(self, spec: ConvSpec, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                     bias, block) -> nn.Module:
+        """BasisConv, DCF and learnable-repetition layers (``spec.atoms`` is their size knob)."""
+        shared = spec.family == "repeat" and spec.sharing in ("net", "block")
+        try:
+            if spec.family == "basis":
+                return BasisConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                                   rank=spec.atoms)
+            if spec.family == "dcf":
+                return DCFConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                                 atoms=spec.atoms)
+            conv = RepeatedConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                                  base_channels=spec.atoms, shared_base="deferred" if shared else None)
+        except ValueError as error:
+            raise ValueError(f"{spec.kind} layer {in_channels}->{out_channels} in {block!r}: {error}") from None
+        if shared:
+            self._pending_bases.append((conv, "net" if spec.sharing == "net" else block))
         return conv
 
     def finalize(self, bank: CoefficientBank) -> CoefficientBank:
@@ -146,5 +204,25 @@ class ConvFactory:
         tensors = {key: bank.add(key, shape) for key, shape in shapes.items()}
         for conv, key in self._pending:
             conv.attach_shared_coefficients(tensors[key])
+        self._finalize_bases(bank)
         self._finalized = True
         return bank
+
+    def _finalize_bases(self, bank: nn.Module) -> None:
+        """Shared repetition bases: one ``N(0, 1)`` tensor per scope, sized by its widest layer
+        (capped at the base width), registered in ``bank`` as ``base_<scope>`` and tied."""
+        shapes: Dict[str, Tuple[int, int, int, int]] = {}
+        for conv, key in self._pending_bases:
+            needed = conv.base_shape
+            current = shapes.get(key, needed)
+            if current[2:] != needed[2:]:
+                raise ValueError(f"{self.spec.kind}: layers sharing the base of {key!r} have different kernel sizes "
+                                 f"{current[2:]} and {needed[2:]}")
+            shapes[key] = (max(current[0], needed[0]), max(current[1], needed[1]), *needed[2:])
+        bases = {}
+        for key, shape in shapes.items():
+            parameter = nn.Parameter(torch.randn(shape))
+            bank.register_parameter(f"base_{key}", parameter)
+            bases[key] = parameter
+        for conv, key in self._pending_bases:
+            conv.attach_shared_base(bases[key])

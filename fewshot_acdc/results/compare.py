@@ -14,8 +14,9 @@ For a paired comparison of A against B (difference = A - B, in accuracy):
 
 Default comparisons in a table, for every shot count:
 
-* ``conv``: each ACDC convolution row against the plain-convolution row(s) with the same
-  dataset, backbone, adapt scope and first-order flag (A = ACDC, B = plain);
+* ``conv``: each decomposed-convolution row (ACDC, BasisConv, DCF, repetition) against the
+  plain-convolution row(s) with the same dataset, backbone, adapt scope and first-order flag
+  (A = decomposed, B = plain);
 * ``adapt``: each adapt scope against ``all`` with the same dataset, backbone, conv (incl.
   atoms / group size) and first-order flag (A = the other scope, B = ``all``); when no row
   adapts ``all``, against the alphabetically first scope.
@@ -253,14 +254,14 @@ def default_comparisons(table: ResultsTable) -> list[PairedComparison]:
     """The comparisons a reader of the table wants (see the module docstring); Holm-adjusted."""
     out: list[PairedComparison] = []
     rows = table.rows
-    # ACDC conv vs plain conv
+    # decomposed conv (ACDC, BasisConv, DCF, repetition) vs plain conv
     for a in rows:
-        if not a.key.is_acdc:
+        if not a.key.is_decomposed:
             continue
         for b in rows:
             k1, k2 = a.key, b.key
             if (
-                not k2.is_acdc
+                not k2.is_decomposed
                 and (k1.dataset, k1.backbone, k1.adapt, k1.first_order)
                 == (k2.dataset, k2.backbone, k2.adapt, k2.first_order)
             ):

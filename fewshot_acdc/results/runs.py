@@ -69,9 +69,15 @@ SUMMARY_NUMBERS = (
 
 
 def is_acdc_conv(conv: str | None) -> bool:
-    """ACDC convolution kinds are named ``acdc-*`` (e.g. ``acdc-net``); anything else
-    (``standard``, ...) is a plain convolution, for which atoms / group size are meaningless."""
+    """ACDC convolution kinds are named ``acdc-*`` (e.g. ``acdc-net``)."""
     return bool(conv) and str(conv).lower().startswith("acdc")
+
+
+def is_decomposed_conv(conv: str | None) -> bool:
+    """Every conv kind but ``standard``: ACDC, BasisConv (``basis``), DCF (``dcf``), learnable
+    repetition (``repeat-*``). Their ``atoms`` is the kind's size (ACDC atoms, DCF atoms, basis
+    rank, repetition base width); for plain convolutions atoms / group size are meaningless."""
+    return bool(conv) and str(conv).lower() not in ("standard", "none")
 
 
 @dataclass(frozen=True)
@@ -521,8 +527,9 @@ def _resolve_identity(rec: RunRecord) -> RunIdentity:
                 f"{from_config!r}; using summary.json"
             )
         values[name] = from_summary if from_summary is not None else from_config
-    if not is_acdc_conv(values["conv"]):
+    if not is_decomposed_conv(values["conv"]):
         values["atoms"] = None
+    if not is_acdc_conv(values["conv"]):
         values["group_size"] = None
     values["first_order"] = bool(values["first_order"])
     return RunIdentity(**values)

@@ -6,7 +6,8 @@ How runs become rows and cells (the rule is also in ``docs/results.md``):
 * A row is identified by :class:`RowKey` = (dataset, backbone, conv, atoms, group_size, adapt,
   first_order). In the usual sweep dataset/atoms/first_order are fixed, so this is exactly
   backbone x conv x adapt; runs that differ in those fields get separate rows instead of being
-  merged. ``atoms`` / ``group_size`` only count for ACDC convolutions.
+  merged. ``atoms`` only counts for decomposed convolutions (ACDC, BasisConv, DCF, repetition:
+  there it is the kind's size), ``group_size`` only for ACDC ones.
 * The ``k``-shot cell of a row takes the evaluation ``eval/<split>_<ways>way_<k>shot.json`` of a
   run of that row that was *trained* with ``shots == k`` (``summary.json``, else
   ``config.yaml``). Evaluations at another shot count than the run trained with ("cross-shot")
@@ -34,6 +35,7 @@ from .runs import (
     EvalResult,
     RunRecord,
     is_acdc_conv,
+    is_decomposed_conv,
 )
 
 CELL_OK = "ok"
@@ -60,13 +62,28 @@ def backbone_label(backbone: str | None) -> str:
     return backbone
 
 
+# Readable names of the non-ACDC conv kinds and what their ``atoms`` (size) means.
+_KIND_LABELS = {"basis": "BasisConv", "dcf": "DCF (Fourier-Bessel)", "repeat-net": "Repetition-net",
+                "repeat-block": "Repetition-block", "repeat-layer": "Repetition-layer"}
+
+
+def _size_label(conv: str, atoms: int) -> str:
+    if conv == "basis":
+        return f"rank {atoms}"
+    if conv.startswith("repeat-"):
+        return f"base width {atoms}"
+    return f"{atoms} atoms"
+
+
 def conv_label(conv: str | None, atoms: int | None = None, group_size: int | None = None) -> str:
+    """``ACDC-net (8 atoms)``, ``BasisConv (rank 16)``, ``DCF (Fourier-Bessel) (8 atoms)``,
+    ``Repetition-net (base width 32)``, ``standard``."""
     if not conv:
         return "?"
-    label = "ACDC" + conv[4:] if is_acdc_conv(conv) else conv
+    label = "ACDC" + conv[4:] if is_acdc_conv(conv) else _KIND_LABELS.get(conv, conv)
     extras = []
     if atoms is not None:
-        extras.append(f"{atoms} atoms")
+        extras.append(_size_label(conv, atoms))
     if group_size is not None:
         extras.append(f"group size {group_size}")
     return f"{label} ({', '.join(extras)})" if extras else label
@@ -96,6 +113,11 @@ class RowKey:
         return is_acdc_conv(self.conv)
 
     @property
+    def is_decomposed(self) -> bool:
+        """Any conv kind but standard (ACDC, BasisConv, DCF, repetition)."""
+        return is_decomposed_conv(self.conv)
+
+    @property
     def backbone_label(self) -> str:
         return backbone_label(self.backbone)
 
@@ -107,14 +129,14 @@ class RowKey:
     def method_label(self) -> str:
         """``MAML`` / ``MAML + ACDC-net (8 atoms)`` (``FO-MAML`` for first-order runs)."""
         base = "FO-MAML" if self.first_order else "MAML"
-        return f"{base} + {self.conv_label}" if self.is_acdc else base
+        return f"{base} + {self.conv_label}" if self.is_decomposed else base
 
     @property
     def label(self) -> str:
         """Human label of the row, e.g. ``ResNet18 · MAML + ACDC-net (8 atoms) · adapt all``
         (unique within one dataset; the dataset is reported separately)."""
         parts = [self.backbone_label, self.method_label]
-        if not self.is_acdc and self.conv not in (None, "standard"):
+        if not self.is_decomposed and self.conv not in (None, "standard"):
             parts[-1] += f" ({self.conv})"
         parts.append(f"adapt {self.adapt}")
         return " · ".join(parts)
@@ -127,7 +149,7 @@ class RowKey:
             family,
             depth if depth is not None else 10**9,
             self.backbone or "",
-            self.is_acdc,
+            self.is_decomposed,
             self.conv or "",
             self.atoms if self.atoms is not None else -1,
             self.group_size if self.group_size is not None else -1,

@@ -94,6 +94,8 @@ class RunBuilder:
             # like TrainConfig.to_dict(): the conv kind is stored as the ACDC sharing scope
             cfg = {k: v for k, v in identity.items() if k != "conv"}
             cfg["acdc"] = "none" if conv == "standard" else conv.removeprefix("acdc-")
+            if conv != "standard" and not conv.startswith("acdc-"):  # basis, dcf, repeat-*: conv names the kind
+                cfg["acdc"], cfg["conv"] = "none", conv
             cfg.update(iterations=60000, meta_batch=4, inner_steps=5, inner_lr=0.01,
                        meta_lr=0.001, queries_eval=QUERIES, test_episodes=600, seed=0)
             (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
