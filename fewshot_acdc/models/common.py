@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..nn import CoefficientBank, ConvFactory
+from ..nn.sharing import nested_coefficient_slices
 
 
 def batch_norm(channels: int, track_running_stats: bool = True) -> nn.BatchNorm2d:
@@ -69,4 +70,7 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
+        # Shared coefficient tensors are sliced once per shape and nested (nn/sharing.py): the
+        # same function, with far cheaper gradients than one full-size slice gradient per layer.
+        with nested_coefficient_slices(self):
+            return self.head(self.features(images))

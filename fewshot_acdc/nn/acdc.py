@@ -37,6 +37,8 @@ from torch import nn
 
 IntPair = Union[int, Tuple[int, int]]
 
+COMPUTE_PATHS: Tuple[str, ...] = ("auto", "kernel", "factored")
+
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
@@ -73,6 +75,67 @@ def compose_kernel(coefficients: torch.Tensor, atoms: torch.Tensor) -> torch.Ten
     return kernel.reshape(groups * out_per_group, in_per_group, kernel_h, kernel_w)
 
 
+def factored_conv2d(
+    features: torch.Tensor, coefficients: torch.Tensor, atoms: torch.Tensor, bias: Optional[torch.Tensor],
+    stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+) -> torch.Tensor:
+    """The grouped ACDC convolution without building its kernel: atoms first, coefficients second.
+
+    ``conv(x, compose_kernel(A, D))`` equals the response of every input channel to its group's
+    ``m`` atoms (``C_in * m`` maps) combined by a 1x1 convolution whose weights are the
+    coefficients, because the kernel is linear in the atoms::
+
+        y[o] = sum_c W[o, c] * x[c] = sum_c sum_j A[o, c, j] (D[j] * x[c])
+
+    Both steps are matrix products on the unfolded input (im2col), so the forward, backward and
+    double backward (second-order MAML) are plain GEMMs; a depthwise convolution would compute
+    the same responses, but torch's CPU double backward runs one convolution per channel for it.
+    Output channels are ordered as with :func:`compose_kernel` (group ``g``'s outputs are
+    ``g * O ... (g + 1) * O - 1``); the groups share the coefficients, so they are folded into
+    the batch for the second product instead of repeating the coefficients.
+    """
+    out_per_group, in_per_group, num_atoms = coefficients.shape
+    groups, _, kernel_h, kernel_w = atoms.shape
+    batch, taps = features.shape[0], kernel_h * kernel_w
+    patches = F.unfold(features, (kernel_h, kernel_w), dilation, padding, stride)  # (B, G * s * k, L)
+    positions = patches.shape[-1]
+    # Two plain matrix products (no broadcast batch dimension, whose backward would materialize one
+    # copy of the coefficients per image before summing):
+    #   atoms (G, m, k) @ patches (G, k, B*s*L)               -> responses (G, m, B, s, L)
+    #   coefficients (O, s*m) @ responses (s*m, B*G*L)        -> output (O, B, G, L)
+    patches = patches.reshape(batch, groups, in_per_group, taps, positions).permute(1, 3, 0, 2, 4)
+    responses = torch.matmul(atoms.reshape(groups, num_atoms, taps),
+                             patches.reshape(groups, taps, batch * in_per_group * positions))
+    responses = responses.reshape(groups, num_atoms, batch, in_per_group, positions).permute(3, 1, 2, 0, 4)
+    output = torch.matmul(coefficients.reshape(out_per_group, in_per_group * num_atoms),
+                          responses.reshape(in_per_group * num_atoms, batch * groups * positions))
+    output = output.reshape(out_per_group, batch, groups, positions).permute(1, 2, 0, 3)
+    height, width = _conv_output_size(features.shape[-2:], (kernel_h, kernel_w), stride, padding, dilation)
+    output = output.reshape(batch, groups * out_per_group, height, width)
+    if bias is not None:
+        output = output + bias.view(1, -1, 1, 1)
+    return output
+
+
+def _conv_output_size(size, kernel_size, stride, padding, dilation) -> Tuple[int, int]:
+    return tuple(  # type: ignore[return-value]
+        (extent + 2 * pad - dil * (k - 1) - 1) // st + 1
+        for extent, k, st, pad, dil in zip(size, kernel_size, stride, padding, dilation)
+    )
+
+
+def explicit_padding(padding: Union[Tuple[int, int], str], kernel_size: Tuple[int, int],
+                     dilation: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+    """``padding`` as a pair of ints (``"valid"``: 0; ``"same"``: half the dilated kernel), or
+    ``None`` when ``"same"`` must pad one side more than the other (an even dilated kernel)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        spans = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        return None if any(span % 2 for span in spans) else (spans[0] // 2, spans[1] // 2)
+    return padding  # type: ignore[return-value]
+
+
 def atom_drop_mask(
     shape: Tuple[int, ...], drop_probability: float, like: torch.Tensor,
     generator: Optional[torch.Generator] = None,
@@ -97,6 +160,16 @@ class ACDCConv2d(nn.Module):
             ``generator`` if given, else from torch's global RNG (seed it with
             ``torch.manual_seed`` for reproducible runs).
         shuffle: apply a channel shuffle to the output when grouped (default ``True``).
+        compute: how the forward is evaluated; every path computes the same function.
+            ``"kernel"`` composes the full kernel (:func:`compose_kernel`) and runs one
+            convolution; ``"factored"`` never builds the kernel (:func:`factored_conv2d`: depthwise
+            convolution with the atoms, then a 1x1 convolution with the coefficients);
+            ``"auto"`` (default) picks, per call, the path whose largest intermediate is smaller:
+            the kernel ``(C_out, C_in/G, kh, kw)`` or the ``(B, C_in * m, H_out, W_out)`` atom
+            responses. Under MAML's inner loop the batch is a small support set, so deep layers
+            (many channels, small maps) take the factored path, which keeps neither the kernel
+            nor its gradient in the second-order graph; wide query batches and shallow layers
+            compose the kernel.
         shared_coefficients: a ``Parameter`` of shape ``(O', s', m)`` with ``O' >= O`` and
             ``s' >= s`` shared with other layers; this layer uses its leading ``(O, s, m)`` slice.
             ``None``: the layer owns its coefficients. ``"deferred"``: shared, attached later with
@@ -125,15 +198,24 @@ class ACDCConv2d(nn.Module):
         shuffle: bool = True,
         shared_coefficients: Union[nn.Parameter, str, None] = None,
         generator: Optional[torch.Generator] = None,
+        compute: str = "auto",
     ) -> None:
         super().__init__()
         validate_acdc_arguments(in_channels, out_channels, atoms, group_size, atom_drop)
+        if compute not in COMPUTE_PATHS:
+            raise ValueError(f"compute must be one of {', '.join(COMPUTE_PATHS)}, got {compute!r}")
+        self.compute = compute
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
         self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
         self.dilation = _pair(dilation, "dilation")
+        # The factored path unfolds the input and needs the padding as numbers.
+        self.explicit_padding = explicit_padding(self.padding, self.kernel_size, self.dilation)
+        if compute == "factored" and self.explicit_padding is None:
+            raise ValueError(f"compute='factored' needs symmetric padding; padding={padding!r} with kernel "
+                             f"{self.kernel_size} and dilation {self.dilation} pads one side more")
         self.num_atoms = atoms
         self.group_size = group_size
         self.groups = group_count(in_channels, out_channels, group_size)
@@ -157,6 +239,8 @@ class ACDCConv2d(nn.Module):
             self.shares_coefficients = True
             self.attach_shared_coefficients(shared_coefficients)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        # Set for the duration of a backbone's forward by nested_coefficient_slices (sharing.py).
+        self.coefficient_view: Optional[torch.Tensor] = None
         self.reset_parameters()
 
     @property
@@ -185,6 +269,8 @@ class ACDCConv2d(nn.Module):
 
     def layer_coefficients(self) -> torch.Tensor:
         """This layer's ``(O, s, m)`` coefficients (a view of the shared tensor if shared)."""
+        if self.coefficient_view is not None:
+            return self.coefficient_view
         out_needed, in_needed, _ = self.coefficient_shape
         coefficients = self.coefficients
         if coefficients is None:
@@ -206,10 +292,27 @@ class ACDCConv2d(nn.Module):
         """The full convolution kernel ``(C_out, C_in / G, kh, kw)`` used by this forward."""
         return compose_kernel(self.layer_coefficients(), self.effective_atoms())
 
+    def uses_factored_path(self, features: torch.Tensor) -> bool:
+        """Whether :meth:`forward` on ``features`` skips building the kernel (see ``compute``)."""
+        if self.compute != "auto" or self.explicit_padding is None:
+            return self.compute == "factored"
+        height, width = _conv_output_size(features.shape[-2:], self.kernel_size, self.stride,
+                                          self.explicit_padding, self.dilation)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        # What each path keeps for backward (and creates again in the double backward): the
+        # unfolded input and the atom responses, or the kernel and the kernel's gradient.
+        factored = features.shape[0] * self.in_channels * (taps + self.num_atoms) * height * width
+        composed = 2 * self.out_channels * self.in_per_group * taps
+        return factored < composed
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        output = F.conv2d(
-            features, self.kernel(), self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+        coefficients, atoms = self.layer_coefficients(), self.effective_atoms()
+        if self.uses_factored_path(features):
+            output = factored_conv2d(features, coefficients, atoms, self.bias, self.stride,
+                                     self.explicit_padding, self.dilation)
+        else:
+            output = F.conv2d(features, compose_kernel(coefficients, atoms), self.bias, self.stride,
+                              self.padding, self.dilation, self.groups)
         if self.shuffle:
             output = channel_shuffle(output, self.groups)
         return output
@@ -226,6 +329,8 @@ class ACDCConv2d(nn.Module):
         if self.atom_drop:
             parts.append(f"atom_drop={self.atom_drop}")
         parts.append("shared_coefficients" if self.shares_coefficients else "own_coefficients")
+        if self.compute != "auto":
+            parts.append(f"compute={self.compute!r}")
         if self.bias is None:
             parts.append("bias=False")
         return ", ".join(parts)

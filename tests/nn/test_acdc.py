@@ -30,12 +30,13 @@ def hand_assembled_kernel(coefficients, atoms, out_channels, in_channels, groups
         (2, 3, 1, 1, 0, 1, False, None),    # 1x1 kernel
     ],
 )
+@pytest.mark.parametrize("compute", ["kernel", "factored"])
 def test_forward_equals_conv2d_with_hand_assembled_kernel(
-    in_channels, out_channels, kernel_size, stride, padding, dilation, bias, group_size
+    in_channels, out_channels, kernel_size, stride, padding, dilation, bias, group_size, compute
 ):
     torch.manual_seed(0)
     layer = ACDCConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                       atoms=3, group_size=group_size, shuffle=False).double()
+                       atoms=3, group_size=group_size, shuffle=False, compute=compute).double()
     if bias:
         torch.nn.init.normal_(layer.bias)
     images = torch.randn(2, in_channels, 11, 13, dtype=torch.float64)
@@ -173,3 +174,91 @@ def test_bad_group_size_error_lists_accepted_sizes():
 def test_compose_kernel_shapes():
     kernel = compose_kernel(torch.randn(4, 2, 3), torch.randn(5, 3, 3, 3))
     assert kernel.shape == (20, 2, 3, 3)
+
+
+# ----------------------------------------------------------------------------- compute paths
+LAYER_SHAPES = [  # in, out, kernel, stride, padding, dilation, bias, group_size
+    (4, 6, 3, 1, 1, 1, True, None),
+    (4, 6, (3, 5), 2, (1, 2), 1, False, None),
+    (8, 8, 3, 1, "same", 2, False, 4),
+    (4, 8, 3, 2, 1, 1, True, 4),
+    (6, 4, 3, 1, "valid", 1, False, None),
+]
+
+
+def _layer_pair(shape, atoms=3):
+    """The same layer (same tensors) evaluated with the kernel path and with the factored path."""
+    in_channels, out_channels, kernel_size, stride, padding, dilation, bias, group_size = shape
+    layer = ACDCConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                       atoms=atoms, group_size=group_size).double()
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    return layer
+
+
+@pytest.mark.parametrize("shape", LAYER_SHAPES)
+def test_factored_path_has_the_same_gradients_to_second_order_as_the_kernel_path(shape):
+    """What second-order MAML differentiates: d/dtheta of a function of the inner gradient."""
+    torch.manual_seed(1)
+    layer = _layer_pair(shape)
+    images = torch.randn(3, shape[0], 9, 10, dtype=torch.float64)
+    params = [p for p in layer.parameters()]
+    results = {}
+    for compute in ("kernel", "factored"):
+        layer.compute = compute
+        output = layer(images)
+        inner = torch.autograd.grad(output.square().sum(), params, create_graph=True)
+        outer = torch.autograd.grad(sum((g * g).sum() for g in inner) + output.sum(), params)
+        results[compute] = (output.detach(), [g.detach() for g in inner], outer)
+    for kernel_value, factored_value in zip(results["kernel"], results["factored"]):
+        torch.testing.assert_close(factored_value, kernel_value)
+
+
+def test_factored_path_passes_gradgradcheck():
+    torch.manual_seed(2)
+    layer = _layer_pair((4, 4, 3, 2, 1, 1, True, 2), atoms=2)
+    layer.compute = "factored"
+    images = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+
+    def function(features, coefficients, atoms, bias):
+        return torch.func.functional_call(layer, {"coefficients": coefficients, "atoms": atoms, "bias": bias},
+                                          (features,))
+
+    inputs = (images, layer.coefficients.detach().requires_grad_(), layer.atoms.detach().requires_grad_(),
+              layer.bias.detach().requires_grad_())
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradgradcheck(function, inputs)
+
+
+def test_auto_path_factors_when_the_atom_responses_are_smaller_than_the_kernel():
+    layer = ACDCConv2d(256, 256, 3, padding=1, atoms=8)
+    # 5 support images of 6x6 (a deep ResNet stage under MAML): responses 5*256*(9+8)*36 < 2*256*256*9.
+    assert layer.uses_factored_path(torch.zeros(5, 256, 6, 6))
+    # 75 query images of 21x21: the kernel is far smaller.
+    assert not layer.uses_factored_path(torch.zeros(75, 256, 21, 21))
+    layer.compute = "kernel"
+    assert not layer.uses_factored_path(torch.zeros(5, 256, 6, 6))
+    layer.compute = "factored"
+    assert layer.uses_factored_path(torch.zeros(75, 256, 21, 21))
+
+
+def test_auto_path_output_does_not_depend_on_the_path_chosen():
+    torch.manual_seed(3)
+    layer = ACDCConv2d(32, 32, 3, padding=1, atoms=4).double()
+    small, large = torch.randn(1, 32, 3, 3, dtype=torch.float64), torch.randn(16, 32, 12, 12, dtype=torch.float64)
+    assert layer.uses_factored_path(small) and not layer.uses_factored_path(large)
+    for images in (small, large):
+        expected = F.conv2d(images, layer.kernel(), None, 1, 1)
+        torch.testing.assert_close(layer(images), expected)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+def test_compute_path_errors_name_the_problem():
+    with pytest.raises(ValueError, match="compute must be one of auto, kernel, factored"):
+        ACDCConv2d(4, 4, 3, compute="fast")
+    with pytest.raises(ValueError, match="symmetric padding"):
+        ACDCConv2d(4, 4, 2, padding="same", compute="factored")
+    # 'auto' with an even 'same' kernel silently keeps the kernel path, which handles it.
+    layer = ACDCConv2d(4, 4, 2, padding="same")
+    assert not layer.uses_factored_path(torch.zeros(1, 4, 5, 5))
+    assert layer(torch.zeros(1, 4, 5, 5)).shape == (1, 4, 5, 5)

@@ -1,0 +1,70 @@
+"""One slice per distinct shape of a shared coefficient tensor, nested: cheap gradients.
+
+Layers of an ACDC-net or ACDC-block use the *leading slice* of their scope's coefficient tensor
+(``A[:O, :s]``). If every layer sliced the full tensor itself, the backward of each slice would
+write a zero-filled gradient of the *full* tensor, and autograd would add one such tensor per
+layer: 16 full-size tensors per backward for a ResNet18 ACDC-net, in every inner step of MAML
+and again in the second-order graph.
+
+:func:`nested_coefficient_slices` makes, once per forward, one view per distinct slice shape and
+takes each view from the smallest larger view instead of the full tensor (512x512 -> 512x256 ->
+256x256 -> ... for a ResNet). Layers with the same shape share a view, so their gradients add at
+that size, and each zero-filled padding is the size of the next larger slice: about twice the full
+tensor in all instead of once per layer. The function computed is the same (the tests compare
+gradients to second order with the layers slicing on their own).
+
+It finds the tensors through the modules it is given, so it works with whatever tensors the
+modules hold at call time: parameters, ``torch.func.functional_call`` substitutes, learn2learn
+clones and higher's fast weights alike.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Dict, Iterable, Iterator, List, Tuple
+
+import torch
+from torch import nn
+
+from .acdc import ACDCConv2d
+
+Shape2 = Tuple[int, int]
+
+
+def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2]) -> Dict[Shape2, torch.Tensor]:
+    """Views ``shared[:O, :s]`` for every ``(O, s)`` in ``shapes``, each taken from the smallest
+    already-made view that contains it (the full tensor for the largest)."""
+    full: Shape2 = (shared.shape[0], shared.shape[1])
+    views: Dict[Shape2, torch.Tensor] = {full: shared}
+    for shape in sorted(set(shapes), key=lambda rows_cols: (-rows_cols[0] * rows_cols[1], rows_cols)):
+        if shape in views:
+            continue
+        if shape[0] > full[0] or shape[1] > full[1]:
+            raise ValueError(f"slice {shape} does not fit a shared tensor of shape {tuple(shared.shape)}")
+        parent_shape = min((made for made in views if made[0] >= shape[0] and made[1] >= shape[1]),
+                           key=lambda made: made[0] * made[1])
+        views[shape] = views[parent_shape][:shape[0], :shape[1]]
+    return views
+
+
+@contextmanager
+def nested_coefficient_slices(model: nn.Module) -> Iterator[None]:
+    """Within the block, every shared-coefficient :class:`ACDCConv2d` of ``model`` uses a nested
+    view of its shared tensor (see the module docstring); restored on exit, also on error."""
+    users: Dict[int, Tuple[torch.Tensor, List[ACDCConv2d]]] = {}
+    for module in model.modules():
+        if isinstance(module, ACDCConv2d) and module.shares_coefficients and module.coefficients is not None:
+            users.setdefault(id(module.coefficients), (module.coefficients, []))[1].append(module)
+    try:
+        for shared, layers in users.values():
+            if len(layers) < 2:
+                continue
+            views = nested_leading_slices(shared, [layer.coefficient_shape[:2] for layer in layers])
+            for layer in layers:
+                view = views[layer.coefficient_shape[:2]]
+                # A plain attribute, never registered: the full-size "view" may be the Parameter.
+                object.__setattr__(layer, "coefficient_view", None if view is shared else view)
+        yield
+    finally:
+        for _, layers in users.values():
+            for layer in layers:
+                object.__setattr__(layer, "coefficient_view", None)

@@ -1,0 +1,88 @@
+"""Specification of fewshot_acdc.nn.sharing: nested slices of shared coefficient tensors.
+
+Backbones evaluate every shared-coefficient layer on one view per slice shape, each cut from the
+next larger one. It must compute exactly what layers slicing the full tensor on their own compute
+(values, gradients and second-order gradients), leave no view behind, and follow whatever tensor
+the layers hold (functional_call substitutes included).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from fewshot_acdc.models import create_backbone
+from fewshot_acdc.nn import ACDCConv2d
+from fewshot_acdc.nn.sharing import nested_coefficient_slices, nested_leading_slices
+
+
+def test_each_view_is_the_leading_slice_cut_from_the_smallest_larger_view():
+    shared = torch.arange(8 * 8 * 2, dtype=torch.float64).reshape(8, 8, 2)
+    views = nested_leading_slices(shared, [(2, 2), (4, 2), (4, 4), (8, 4), (8, 8), (4, 4)])
+    assert set(views) == {(2, 2), (4, 2), (4, 4), (8, 4), (8, 8)}
+    for (rows, cols), view in views.items():
+        torch.testing.assert_close(view, shared[:rows, :cols])
+        assert view.data_ptr() == shared.data_ptr()  # views, no copies
+    # The chain: gradients of a small slice are padded to the next larger view, not to 8x8.
+    views = nested_leading_slices(shared.clone().requires_grad_(), [(2, 2), (4, 4), (8, 8)])
+    node, chain = views[(2, 2)].grad_fn, []
+    while node is not None and node.next_functions:
+        chain.append(node)
+        node = node.next_functions[0][0]
+    assert views[(4, 4)].grad_fn in chain
+
+
+def test_a_slice_larger_than_the_tensor_is_refused():
+    with pytest.raises(ValueError, match=r"slice \(9, 2\) does not fit"):
+        nested_leading_slices(torch.zeros(8, 8, 2), [(9, 2)])
+
+
+def _logits_without_nesting(model, images):
+    return model.head(model.features(images))  # Backbone.forward minus the nested-slice context
+
+
+@pytest.mark.parametrize("conv", ["acdc-net", "acdc-block", "acdc-g-net"])
+def test_backbone_gradients_to_second_order_equal_those_of_layers_slicing_on_their_own(conv):
+    torch.manual_seed(0)
+    group_size = 4 if conv == "acdc-g-net" else None
+    model = create_backbone("resnet10", conv, atoms=3, group_size=group_size, image_size=16,
+                            track_running_stats=False).double()
+    images = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2])
+    params = [p for p in model.parameters()]
+    results = []
+    for forward in (model, lambda x: _logits_without_nesting(model, x)):
+        loss = F.cross_entropy(forward(images), labels)
+        inner = torch.autograd.grad(loss, params, create_graph=True)
+        outer = torch.autograd.grad(sum((g * g).sum() for g in inner), params)
+        results.append(([g.detach() for g in inner], outer))
+    for nested, plain in zip(*results):
+        for a, b in zip(nested, plain):
+            torch.testing.assert_close(a, b)
+
+
+def test_views_are_set_only_during_the_forward_and_cleared_after_an_error():
+    model = create_backbone("resnet10", "acdc-net", atoms=2, image_size=16, track_running_stats=False)
+    layers = [m for m in model.modules() if isinstance(m, ACDCConv2d)]
+    seen = []
+    hook = layers[0].register_forward_pre_hook(lambda module, args: seen.append(module.coefficient_view))
+    model(torch.randn(2, 3, 16, 16))
+    assert seen and seen[0] is not None and seen[0].shape[:2] == layers[0].coefficient_shape[:2]
+    assert all(layer.coefficient_view is None for layer in layers)
+    hook.remove()
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 5, 16, 16))  # wrong channel count fails inside the forward
+    assert all(layer.coefficient_view is None for layer in layers)
+    assert "coefficient_view" not in dict(model.named_parameters())
+
+
+def test_views_follow_functional_call_substitutes():
+    torch.manual_seed(0)
+    model = create_backbone("resnet10", "acdc-net", atoms=2, image_size=16, track_running_stats=False)
+    images = torch.randn(2, 3, 16, 16)
+    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    params["coefficient_bank.net"] = params["coefficient_bank.net"] * 2
+    with torch.no_grad():
+        substituted = functional_call(model, params, (images,))
+        model.coefficient_bank.net.mul_(2)
+        direct = model(images)
+    torch.testing.assert_close(substituted, direct)
