@@ -1,21 +1,28 @@
-"""Time per MAML meta-step and peak memory: this engine vs learn2learn vs higher.
+"""Time per MAML meta-step and peak memory: conv kinds, scopes, this engine vs learn2learn vs higher.
 
-    python benchmarks/maml_step.py                       # the full grid (slow on a CPU)
-    python benchmarks/maml_step.py --backbones resnet10 --repeats 1 --meta-batch 2   # reduced
+    python benchmarks/maml_step.py                       # ResNet18, the issue-7 setting
+    python benchmarks/maml_step.py --backbones resnet10,resnet18,resnet34 --convs standard,acdc-net,acdc-block \
+        --image-sizes 84,224 --implementations engine --meta-batch 1     # the wide grid
+    python benchmarks/report.py                          # docs/performance.md from the saved JSON
 
-Grid: backbone x conv kind x inner-loop scope x first/second order x implementation, all on the
-same model (same seed) and the same random episodes (5-way 1-shot, 84 px, 15 queries per
-class by default), meta-batch of 4 tasks, 5 inner steps, outer Adam. Each configuration runs in
-a fresh subprocess so that its peak memory is its own:
+Grid: backbone x conv kind x inner-loop scope x first/second order x image size x
+implementation, all on the same model (same seed) and the same random episodes (5-way 1-shot, 15
+queries per class, 5 inner steps, outer Adam; meta-batch 4 by default). Each configuration runs
+in a fresh subprocess so that its peak memory is its own:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` (bytes held by tensors at the peak);
-* CPU: ``ru_maxrss`` of the subprocess (peak resident set, includes the interpreter and torch,
-  about 300-400 MB on its own; ``baseline_rss_mb`` is the resident set just before the first
-  meta-step, so ``peak - baseline`` is what the meta-steps added).
+* CPU: ``ru_maxrss`` of the subprocess. ``baseline_rss_mb`` is the resident set just before the
+  first meta-step (interpreter, torch, model, episodes); ``added_memory_mb = peak - baseline`` is
+  what the meta-steps themselves needed, the figure the memory ratios compare.
 
-Times are the median over ``--repeats`` timed meta-steps after one warm-up step. On a shared
-CPU they are noisy: compare ratios measured in the same run. Results: a table on stdout and
-JSON in ``benchmarks/results/maml_step.json``.
+The grid runs ``--rounds`` times, one subprocess per configuration per round, configurations
+interleaved, so a slow spell of a shared machine hits every configuration rather than one; a
+configuration's time is the median over its rounds of the median over ``--repeats`` timed
+meta-steps (after one warm-up step). Sequential task batching keeps one task's graph alive, so
+time grows linearly with the meta-batch and memory does not: ratios from ``--meta-batch 1``
+hold for 4. Ratios against the issue-7 targets (ACDC vs standard, atoms vs all, engine vs the
+references) are computed from the medians and saved with the rows in
+``benchmarks/results/maml_step.json`` (``--out``).
 """
 from __future__ import annotations
 
@@ -39,12 +46,12 @@ IMPLEMENTATIONS = ("engine", "learn2learn", "higher")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", default="resnet10,resnet18", help="comma-separated (resnet34 too)")
+    parser.add_argument("--backbones", default="resnet18", help="comma-separated: resnet10,resnet18,resnet34")
     parser.add_argument("--convs", default="standard,acdc-net")
     parser.add_argument("--scopes", default="all,atoms")
     parser.add_argument("--orders", default="second,first")
     parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
-    parser.add_argument("--image-size", type=int, default=84)
+    parser.add_argument("--image-sizes", default="84", help="comma-separated, e.g. 84,224")
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15)
@@ -52,9 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--inner-steps", type=int, default=5)
     parser.add_argument("--inner-lr", type=float, default=0.01)
     parser.add_argument("--task-batching", default="sequential", help="engine only: sequential or vmap")
-    parser.add_argument("--repeats", type=int, default=2, help="timed meta-steps after one warm-up")
+    parser.add_argument("--repeats", type=int, default=1, help="timed meta-steps after one warm-up")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the grid (interleaved)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per configuration (0: torch's default). On a shared CPU, 1 "
                              "avoids threads spinning at barriers while a peer is descheduled")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
@@ -92,6 +100,8 @@ def reference_step(name):
     def build(config, model, episodes, optimizer):
         from fewshot_acdc.meta import adapted_parameter_names
         from fewshot_acdc.meta.references import REFERENCE_META_GRADIENTS
+        from fewshot_acdc.meta.references import import_quietly
+        import_quietly(name)  # before the memory baseline: the library's own imports are not the step's
         meta_gradient = REFERENCE_META_GRADIENTS[name]
         adapted = adapted_parameter_names(model, config["scope"])
 
@@ -133,6 +143,7 @@ def run_worker(config: Dict) -> Dict:
     baseline = rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+        baseline_allocated = torch.cuda.memory_allocated() / 2**20
     step()  # warm-up (allocator, lazy imports, kernels)
     synchronize()
     times = []
@@ -145,9 +156,11 @@ def run_worker(config: Dict) -> Dict:
               "parameters": sum(p.numel() for p in model.parameters())}
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["added_memory_mb"] = result["peak_memory_mb"] - baseline_allocated
     else:
         result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         result["baseline_rss_mb"] = baseline
+        result["added_memory_mb"] = result["peak_memory_mb"] - baseline
     return result
 
 
@@ -172,27 +185,120 @@ def run_configuration(config: Dict, timeout: float) -> Dict:
     return json.loads(lines[-1])
 
 
+KEY_FIELDS = ("backbone", "conv", "scope", "order", "image_size")
+
+# The issue-7 targets: (name, what is compared, numerator selector, denominator selector, time and
+# memory limits). A selector fixes some fields of a row; the others (backbone, order, size, and
+# conv or scope where not fixed) are matched between numerator and denominator.
+TARGETS = (
+    ("acdc-net vs standard", {"conv": "acdc-net", "scope": "all", "implementation": "engine"},
+     {"conv": "standard", "scope": "all", "implementation": "engine"}, 1.0, 1.0),
+    ("acdc-block vs standard", {"conv": "acdc-block", "scope": "all", "implementation": "engine"},
+     {"conv": "standard", "scope": "all", "implementation": "engine"}, None, None),
+    ("atoms vs all", {"scope": "atoms", "implementation": "engine"},
+     {"scope": "all", "implementation": "engine"}, 0.75, 0.7),
+    ("engine vs learn2learn", {"implementation": "engine"}, {"implementation": "learn2learn"}, 1 / 1.3, None),
+    ("engine vs higher", {"implementation": "engine"}, {"implementation": "higher"}, 1 / 1.3, None),
+)
+
+
+def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
+    """One row per configuration: median time and memory over the rounds that succeeded."""
+    by_config: Dict[tuple, List[Dict]] = {}
+    order = []
+    for round_rows in rounds:
+        for row in round_rows:
+            key = tuple(row[field] for field in KEY_FIELDS + ("implementation",))
+            if key not in by_config:
+                order.append(key)
+            by_config.setdefault(key, []).append(row)
+    rows = []
+    for key in order:
+        runs = by_config[key]
+        good = [run for run in runs if "seconds_per_step" in run]
+        row = {field: runs[0][field] for field in runs[0] if field not in RESULT_FIELDS}
+        if good:
+            row["seconds_per_step"] = statistics.median(run["seconds_per_step"] for run in good)
+            row["seconds_by_round"] = [run["seconds_per_step"] for run in good]
+            for field in ("peak_memory_mb", "added_memory_mb", "baseline_rss_mb"):
+                if field in good[0]:
+                    row[field] = statistics.median(run[field] for run in good)
+            row["parameters"] = good[0]["parameters"]
+        else:
+            row["error"] = runs[-1].get("error", "failed")
+        rows.append(row)
+    return rows
+
+
+RESULT_FIELDS = ("seconds_per_step", "seconds_all", "peak_memory_mb", "added_memory_mb", "baseline_rss_mb",
+                 "parameters", "error")
+
+
+def _matches(row: Dict, selector: Dict) -> bool:
+    return all(row.get(field) == value for field, value in selector.items())
+
+
+def compute_ratios(rows: List[Dict]) -> List[Dict]:
+    """Every numerator/denominator pair the targets name, with the ratio of time and of the memory
+    the meta-steps added, and whether each limit is met."""
+    ratios = []
+    timed = [row for row in rows if "seconds_per_step" in row]
+    for name, top, bottom, time_limit, memory_limit in TARGETS:
+        free = [field for field in KEY_FIELDS + ("implementation",) if field not in top or field not in bottom]
+        for numerator in (row for row in timed if _matches(row, top)):
+            for denominator in (row for row in timed if _matches(row, bottom)):
+                if any(numerator[field] != denominator[field] for field in free):
+                    continue
+                entry = {"comparison": name, **{field: numerator[field] for field in KEY_FIELDS}}
+                if "scope" in top:
+                    entry["scope"] = f"{top['scope']} / {bottom['scope']}"
+                if "conv" in top and "conv" in bottom:
+                    entry["conv"] = f"{top['conv']} / {bottom['conv']}"
+                entry["time_ratio"] = numerator["seconds_per_step"] / denominator["seconds_per_step"]
+                if numerator.get("added_memory_mb") and denominator.get("added_memory_mb"):
+                    entry["memory_ratio"] = numerator["added_memory_mb"] / denominator["added_memory_mb"]
+                if time_limit is not None:
+                    entry["time_limit"] = time_limit
+                    entry["time_met"] = entry["time_ratio"] <= time_limit
+                if memory_limit is not None and "memory_ratio" in entry:
+                    entry["memory_limit"] = memory_limit
+                    entry["memory_met"] = entry["memory_ratio"] <= memory_limit
+                ratios.append(entry)
+    return ratios
+
+
 def format_table(rows: List[Dict], implementations: List[str], device: str) -> str:
-    memory = "peak alloc MB" if device == "cuda" else "peak RSS MB (+added)"
-    header = f"{'backbone':<9} {'conv':<9} {'scope':<6} {'order':<6} |"
+    memory = "peak alloc MB" if device == "cuda" else "RSS added MB"
+    header = f"{'backbone':<9} {'px':>4} {'conv':<10} {'scope':<6} {'order':<6} |"
     for name in implementations:
-        header += f" {name + ' s/step':>17} {memory:>21} |"
+        header += f" {name + ' s/step':>18} {memory:>13} |"
     lines = [header, "-" * len(header)]
-    groups = {}
+    groups: Dict[tuple, Dict[str, Dict]] = {}
     for row in rows:
-        groups.setdefault((row["backbone"], row["conv"], row["scope"], row["order"]), {})[row["implementation"]] = row
-    for (backbone, conv, scope, order), by_impl in groups.items():
-        line = f"{backbone:<9} {conv:<9} {scope:<6} {order:<6} |"
+        groups.setdefault(tuple(row[field] for field in KEY_FIELDS), {})[row["implementation"]] = row
+    for (backbone, conv, scope, order, size), by_impl in groups.items():
+        line = f"{backbone:<9} {size:>4} {conv:<10} {scope:<6} {order:<6} |"
         for name in implementations:
             row = by_impl.get(name, {})
             if "seconds_per_step" in row:
-                added = (f" (+{row['peak_memory_mb'] - row['baseline_rss_mb']:.0f})"
-                         if "baseline_rss_mb" in row else "")
-                peak = f"{row['peak_memory_mb']:.0f}{added}"
-                line += f" {row['seconds_per_step']:>17.2f} {peak:>21} |"
+                line += f" {row['seconds_per_step']:>18.2f} {row.get('added_memory_mb', float('nan')):>13.0f} |"
             else:
-                line += f" {row.get('error', 'skipped')[:39]:>39} |"
+                line += f" {row.get('error', 'skipped')[:32]:>32} |"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def format_ratios(ratios: List[Dict]) -> str:
+    lines = []
+    for entry in ratios:
+        verdicts = []
+        for kind in ("time", "memory"):
+            if f"{kind}_limit" in entry:
+                verdicts.append(f"{kind} {'met' if entry[f'{kind}_met'] else 'MISSED'} (<= {entry[f'{kind}_limit']:.2f})")
+        memory = f"{entry['memory_ratio']:.2f}x" if "memory_ratio" in entry else "-"
+        lines.append(f"{entry['comparison']:<24} {entry['backbone']:<9} {entry['image_size']:>4}px "
+                     f"{entry['conv']:<21} {entry['scope']:<12} {entry['order']:<6} time {entry['time_ratio']:.2f}x "
+                     f"memory {memory}  {'; '.join(verdicts)}")
     return "\n".join(lines)
 
 
@@ -206,41 +312,53 @@ def main(argv=None) -> int:
     unknown = set(implementations) - set(IMPLEMENTATIONS)
     if unknown:
         raise SystemExit(f"unknown implementations {sorted(unknown)}; accepted: {', '.join(IMPLEMENTATIONS)}")
-    common = {"image_size": args.image_size, "ways": args.ways, "shots": args.shots, "queries": args.queries,
+    common = {"ways": args.ways, "shots": args.shots, "queries": args.queries,
               "meta_batch": args.meta_batch, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr,
               "task_batching": args.task_batching, "repeats": args.repeats, "device": device,
               "threads": args.threads}
-    rows = []
-    started = time.time()
-    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    grid = itertools.product(args.backbones.split(","), args.convs.split(","), args.scopes.split(","),
-                             args.orders.split(","), implementations)
-    for backbone, conv, scope, order, implementation in grid:
+    grid = []
+    for backbone, size, conv, scope, order, implementation in itertools.product(
+            args.backbones.split(","), [int(size) for size in args.image_sizes.split(",")], args.convs.split(","),
+            args.scopes.split(","), args.orders.split(","), implementations):
         if scope != "all" and conv == "standard":
             continue  # atoms scope needs an ACDC backbone
-        config = {"backbone": backbone, "conv": conv, "scope": scope, "order": order,
-                  "implementation": implementation, **common}
-        result = run_configuration(config, args.timeout)
-        rows.append({**config, **result})
-        shown = (f"{result['seconds_per_step']:.2f} s/step, peak {result['peak_memory_mb']:.0f} MB"
-                 if "seconds_per_step" in result else result["error"])
-        print(f"[{time.time() - started:6.0f} s] {backbone} {conv} {scope} {order} {implementation}: {shown}",
-              flush=True)
+        grid.append({"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": size,
+                     "implementation": implementation, **common})
+    started = time.time()
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    rounds = []
+    for round_index in range(args.rounds):
+        round_rows = []
+        for config in grid:
+            result = run_configuration(config, args.timeout)
+            round_rows.append({**config, **result})
+            shown = (f"{result['seconds_per_step']:.2f} s/step, +{result.get('added_memory_mb', 0):.0f} MB"
+                     if "seconds_per_step" in result else result["error"])
+            print(f"[{time.time() - started:6.0f} s] round {round_index + 1}/{args.rounds} {config['backbone']} "
+                  f"{config['image_size']}px {config['conv']} {config['scope']} {config['order']} "
+                  f"{config['implementation']}: {shown}", flush=True)
+        rounds.append(round_rows)
+    rows = aggregate(rounds)
+    ratios = compute_ratios(rows)
     import torch
     report = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/maml_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "load_average_at_start": load_at_start,
-        "settings": {key: value for key, value in common.items()},
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "settings": {**common, "rounds": args.rounds},
         "total_seconds": time.time() - started,
         "rows": rows,
+        "ratios": ratios,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=1)
     print(format_table(rows, implementations, device))
+    print(format_ratios(ratios))
     print(f"saved {args.out}")
     return 0
 

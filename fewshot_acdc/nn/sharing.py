@@ -10,8 +10,10 @@ and again in the second-order graph.
 takes each view from the smallest larger view instead of the full tensor (512x512 -> 512x256 ->
 256x256 -> ... for a ResNet). Layers with the same shape share a view, so their gradients add at
 that size, and each zero-filled padding is the size of the next larger slice: about twice the full
-tensor in all instead of once per layer. The function computed is the same (the tests compare
-gradients to second order with the layers slicing on their own).
+tensor in all instead of once per layer. A slice narrower than its parent is not contiguous, and
+the layers' matrix products would each copy it; it is copied once per forward instead. The
+function computed is the same (the tests compare gradients to second order with the layers
+slicing on their own).
 
 It finds the tensors through the modules it is given, so it works with whatever tensors the
 modules hold at call time: parameters, ``torch.func.functional_call`` substitutes, learn2learn
@@ -30,9 +32,12 @@ from .acdc import ACDCConv2d
 Shape2 = Tuple[int, int]
 
 
-def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2]) -> Dict[Shape2, torch.Tensor]:
-    """Views ``shared[:O, :s]`` for every ``(O, s)`` in ``shapes``, each taken from the smallest
-    already-made view that contains it (the full tensor for the largest)."""
+def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2],
+                          contiguous: bool = False) -> Dict[Shape2, torch.Tensor]:
+    """``shared[:O, :s]`` for every ``(O, s)`` in ``shapes``, each taken from the smallest
+    already-made one that contains it (the full tensor for the largest). Views, unless
+    ``contiguous``: then each slice narrower than its parent is copied once, here, instead of
+    once per layer by the reshapes the layers' matrix products need."""
     full: Shape2 = (shared.shape[0], shared.shape[1])
     views: Dict[Shape2, torch.Tensor] = {full: shared}
     for shape in sorted(set(shapes), key=lambda rows_cols: (-rows_cols[0] * rows_cols[1], rows_cols)):
@@ -42,7 +47,8 @@ def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2]) -> Dic
             raise ValueError(f"slice {shape} does not fit a shared tensor of shape {tuple(shared.shape)}")
         parent_shape = min((made for made in views if made[0] >= shape[0] and made[1] >= shape[1]),
                            key=lambda made: made[0] * made[1])
-        views[shape] = views[parent_shape][:shape[0], :shape[1]]
+        view = views[parent_shape][:shape[0], :shape[1]]
+        views[shape] = view.contiguous() if contiguous else view
     return views
 
 
@@ -58,7 +64,7 @@ def nested_coefficient_slices(model: nn.Module) -> Iterator[None]:
         for shared, layers in users.values():
             if len(layers) < 2:
                 continue
-            views = nested_leading_slices(shared, [layer.coefficient_shape[:2] for layer in layers])
+            views = nested_leading_slices(shared, [layer.coefficient_shape[:2] for layer in layers], contiguous=True)
             for layer in layers:
                 view = views[layer.coefficient_shape[:2]]
                 # A plain attribute, never registered: the full-size "view" may be the Parameter.

@@ -31,6 +31,15 @@ def test_each_view_is_the_leading_slice_cut_from_the_smallest_larger_view():
     assert views[(4, 4)].grad_fn in chain
 
 
+def test_contiguous_slices_are_copied_once_per_shape_with_the_same_values():
+    shared = torch.randn(8, 8, 2)
+    views = nested_leading_slices(shared, [(4, 2), (4, 4), (8, 4), (8, 8)], contiguous=True)
+    for (rows, cols), view in views.items():
+        assert view.is_contiguous()
+        torch.testing.assert_close(view, shared[:rows, :cols])
+    assert views[(8, 8)] is shared  # the full tensor is never copied
+
+
 def test_a_slice_larger_than_the_tensor_is_refused():
     with pytest.raises(ValueError, match=r"slice \(9, 2\) does not fit"):
         nested_leading_slices(torch.zeros(8, 8, 2), [(9, 2)])

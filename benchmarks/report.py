@@ -1,0 +1,132 @@
+"""docs/performance.md from the saved benchmark JSON (nothing is measured here).
+
+    python benchmarks/report.py            # reads benchmarks/results/*.json, writes docs/performance.md
+
+Sources: ``maml_step.json`` (and ``maml_step_grid.json`` when present) from
+benchmarks/maml_step.py, ``evaluation.json`` from benchmarks/evaluation.py and
+``data_throughput.json`` from benchmarks/data_throughput.py. Every number in the page comes from
+one of them; the page names the command and machine of each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load(name: str) -> Optional[Dict]:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_line(report: Dict) -> str:
+    load_average = report.get("load_average_at_start") or report.get("load_average_at_end")
+    shown = f", load average {load_average[0]:.1f}" if load_average else ""
+    return (f"{report.get('device', 'cpu')} ({report.get('device_name', '?')}, {report.get('cpu_count', '?')} cores"
+            f"{shown}), torch {report.get('torch', '?')}, created {report.get('created', '?')}")
+
+
+def step_table(report: Dict) -> List[str]:
+    implementations = [name for name in ("engine", "learn2learn", "higher")
+                       if any(row["implementation"] == name for row in report["rows"])]
+    memory = "peak MB" if report.get("device") == "cuda" else "MB added"
+    header = "| backbone | px | conv | scope | order | " + " | ".join(
+        f"{name} s/step | {name} {memory}" for name in implementations) + " |"
+    lines = [header, "|" + "---|" * (5 + 2 * len(implementations))]
+    groups: Dict[tuple, Dict[str, Dict]] = {}
+    for row in report["rows"]:
+        key = (row["backbone"], row["image_size"], row["conv"], row["scope"], row["order"])
+        groups.setdefault(key, {})[row["implementation"]] = row
+    for (backbone, size, conv, scope, order), by_impl in groups.items():
+        cells = []
+        for name in implementations:
+            row = by_impl.get(name)
+            if row is None:
+                cells += ["", ""]
+            elif "seconds_per_step" in row:
+                cells += [f"{row['seconds_per_step']:.2f}", f"{row.get('added_memory_mb', float('nan')):.0f}"]
+            else:
+                cells += [f"error: {row.get('error', '?')[:40]}", ""]
+        lines.append(f"| {backbone} | {size} | {conv} | {scope} | {order} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ratio_table(report: Dict) -> List[str]:
+    lines = ["| comparison | backbone | px | conv | scope | order | time ratio | memory ratio | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for entry in report.get("ratios", []):
+        targets = []
+        for kind in ("time", "memory"):
+            if f"{kind}_limit" in entry:
+                verdict = "met" if entry[f"{kind}_met"] else "**missed**"
+                targets.append(f"{kind} <= {entry[f'{kind}_limit']:.2f}: {verdict}")
+        memory = f"{entry['memory_ratio']:.2f}" if "memory_ratio" in entry else ""
+        lines.append(f"| {entry['comparison']} | {entry['backbone']} | {entry['image_size']} | {entry['conv']} | "
+                     f"{entry['scope']} | {entry['order']} | {entry['time_ratio']:.2f} | {memory} | "
+                     f"{'; '.join(targets)} |")
+    return lines
+
+
+def step_section(title: str, report: Dict) -> List[str]:
+    settings = report["settings"]
+    return [
+        f"## {title}", "",
+        f"`{report.get('command', 'python benchmarks/maml_step.py')}` on {machine_line(report)}.",
+        f"5-way {settings['shots']}-shot, {settings['queries']} queries per class, {settings['inner_steps']} inner "
+        f"steps (lr {settings['inner_lr']}), meta-batch {settings['meta_batch']} ({settings['task_batching']}), "
+        f"{settings.get('threads') or 'default'} torch thread(s), median of {settings.get('rounds', 1)} interleaved "
+        f"round(s). Memory: what the meta-steps added to the process "
+        f"({'CUDA allocator peak' if report.get('device') == 'cuda' else 'peak RSS minus RSS before the first step'}).",
+        "", *step_table(report), "", "Ratios (numerator / denominator; time ratio < 1 is faster):", "",
+        *ratio_table(report), "",
+    ]
+
+
+def evaluation_section(report: Dict, loader: Optional[Dict]) -> List[str]:
+    settings = report["settings"]
+    lines = ["## Evaluation and data loading", "",
+             f"`{report.get('command')}` on {machine_line(report)}: 5-way, {settings['queries']} queries per class, "
+             f"{settings['inner_steps_eval']} inner steps without second-order graph, {settings['image_size']} px, "
+             f"built-in dataset through the real episode loader.", "",
+             "| backbone | conv | scope | shots | evaluated episodes/s | 600 episodes | loader episodes/s | headroom |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        lines.append(f"| {row['backbone']} | {row['conv']} | {row['scope']} | {row['shots']} | "
+                     f"{row['evaluation_episodes_per_second']:.2f} | {row['seconds_for_600_episodes']:.0f} s | "
+                     f"{row['loader_episodes_per_second']:.0f} | {row['loader_headroom']:.0f}x |")
+    if loader:
+        lines += ["", f"Episode loader alone (`python benchmarks/data_throughput.py`, {loader.get('created', '?')}):", "",
+                  "| dataset | queries | augment | workers | episodes/s |", "|---|---|---|---|---|"]
+        for row in loader["results"]:
+            lines.append(f"| {row['dataset']} | {row['queries']} | {row['augment']} | {row['num_workers']} | "
+                         f"{row['episodes_per_second']:.1f} |")
+    return lines + [""]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    args = parser.parse_args(argv)
+    intro = (ROOT / "benchmarks" / "performance_intro.md").read_text().rstrip() + "\n\n"
+    parts = [intro]
+    for name, title in (("maml_step.json", "Meta-step: the issue-7 setting"),
+                        ("maml_step_grid.json", "Meta-step: backbones x conv kinds x scopes x orders x sizes"),
+                        ("maml_step_gpu.json", "Meta-step on a GPU")):
+        report = load(name)
+        if report:
+            parts.append("\n".join(step_section(title, report)))
+    evaluation = load("evaluation.json")
+    if evaluation:
+        parts.append("\n".join(evaluation_section(evaluation, load("data_throughput.json"))))
+    Path(args.out).write_text("\n".join(parts))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

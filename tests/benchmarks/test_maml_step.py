@@ -1,0 +1,61 @@
+"""Specification of benchmarks/maml_step.py's bookkeeping: rounds, medians and target ratios.
+
+The timing itself is not tested (no wall-clock assertions); what is tested is that the numbers
+the docs report are derived correctly from the measured rows.
+"""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "maml_step.py"
+spec = importlib.util.spec_from_file_location("maml_step_benchmark", SCRIPT)
+maml_step = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(maml_step)
+
+
+def row(conv, scope, implementation, seconds, memory, order="second", backbone="resnet18", size=84):
+    return {"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": size,
+            "implementation": implementation, "seconds_per_step": seconds, "added_memory_mb": memory,
+            "peak_memory_mb": memory + 500, "baseline_rss_mb": 500.0, "parameters": 1}
+
+
+def test_rounds_are_aggregated_by_median_and_failures_are_kept_as_errors():
+    rounds = [
+        [row("standard", "all", "engine", 10.0, 100.0), {**row("acdc-net", "all", "engine", 0, 0), "error": "timed out"}],
+        [row("standard", "all", "engine", 14.0, 120.0), {**row("acdc-net", "all", "engine", 0, 0), "error": "timed out"}],
+        [row("standard", "all", "engine", 11.0, 110.0), {**row("acdc-net", "all", "engine", 0, 0), "error": "timed out"}],
+    ]
+    for round_rows in rounds:  # a failed run has no measurements
+        for entry in round_rows:
+            if "error" in entry:
+                for field in ("seconds_per_step", "added_memory_mb", "peak_memory_mb", "baseline_rss_mb", "parameters"):
+                    entry.pop(field)
+    standard, acdc = maml_step.aggregate(rounds)
+    assert standard["seconds_per_step"] == 11.0 and standard["added_memory_mb"] == 110.0
+    assert standard["seconds_by_round"] == [10.0, 14.0, 11.0]
+    assert acdc["error"] == "timed out" and "seconds_per_step" not in acdc
+
+
+def test_ratios_pair_rows_that_differ_only_in_the_compared_field():
+    rows = [
+        row("standard", "all", "engine", 10.0, 200.0),
+        row("acdc-net", "all", "engine", 8.0, 150.0),
+        row("acdc-net", "atoms", "engine", 7.0, 90.0),
+        row("acdc-net", "all", "learn2learn", 12.0, 150.0),
+        row("acdc-net", "all", "engine", 99.0, 999.0, order="first"),  # other order: never paired with second
+        row("standard", "all", "engine", 11.0, 1.0, order="first"),
+    ]
+    ratios = {(r["comparison"], r["scope"], r["order"]): r for r in maml_step.compute_ratios(rows)}
+    versus_standard = ratios[("acdc-net vs standard", "all / all", "second")]
+    assert versus_standard["time_ratio"] == pytest.approx(0.8)
+    assert versus_standard["memory_ratio"] == pytest.approx(0.75)
+    assert versus_standard["time_met"] and versus_standard["memory_met"]
+    assert ratios[("acdc-net vs standard", "all / all", "first")]["time_ratio"] == pytest.approx(9.0)
+    assert not ratios[("acdc-net vs standard", "all / all", "first")]["time_met"]
+    atoms = ratios[("atoms vs all", "atoms / all", "second")]
+    assert atoms["time_ratio"] == pytest.approx(7 / 8) and not atoms["time_met"]  # limit 0.75
+    assert atoms["memory_ratio"] == pytest.approx(0.6) and atoms["memory_met"]     # limit 0.7
+    engine = ratios[("engine vs learn2learn", "all", "second")]
+    assert engine["time_ratio"] == pytest.approx(8 / 12) and engine["time_met"]   # 1.5x faster >= 1.3x
+    assert ("engine vs higher", "all", "second") not in ratios  # no higher row measured
