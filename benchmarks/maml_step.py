@@ -47,7 +47,8 @@ IMPLEMENTATIONS = ("engine", "learn2learn", "higher")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", default="resnet18", help="comma-separated: resnet10,resnet18,resnet34")
-    parser.add_argument("--convs", default="standard,acdc-net")
+    parser.add_argument("--convs", default="standard,acdc-net",
+                        help="conv kinds; 'acdc-net:kernel' forces the composed-kernel path in every ACDC layer")
     parser.add_argument("--scopes", default="all,atoms")
     parser.add_argument("--orders", default="second,first")
     parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
@@ -130,8 +131,13 @@ def run_worker(config: Dict) -> Dict:
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
-    model = create_backbone(config["backbone"], config["conv"], num_classes=config["ways"],
+    # "acdc-net:kernel" = ACDC-net with every layer on the composed-kernel path (no factored path).
+    conv, _, compute = config["conv"].partition(":")
+    model = create_backbone(config["backbone"], conv, num_classes=config["ways"],
                             image_size=config["image_size"], track_running_stats=False).to(device)
+    for module in model.modules():
+        if compute and hasattr(module, "compute"):
+            module.compute = compute
     episodes = make_episodes(config, torch, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     step = STEP_BUILDERS[config["implementation"]](config, model, episodes, optimizer)
@@ -194,6 +200,8 @@ TARGETS = (
     ("acdc-net vs standard", {"conv": "acdc-net", "scope": "all", "implementation": "engine"},
      {"conv": "standard", "scope": "all", "implementation": "engine"}, 1.0, 1.0),
     ("acdc-block vs standard", {"conv": "acdc-block", "scope": "all", "implementation": "engine"},
+     {"conv": "standard", "scope": "all", "implementation": "engine"}, None, None),
+    ("kernel path vs standard", {"conv": "acdc-net:kernel", "scope": "all", "implementation": "engine"},
      {"conv": "standard", "scope": "all", "implementation": "engine"}, None, None),
     ("atoms vs all", {"scope": "atoms", "implementation": "engine"},
      {"scope": "all", "implementation": "engine"}, 0.75, 0.7),

@@ -65,9 +65,9 @@ def ratio_table(report: Dict) -> List[str]:
             if f"{kind}_limit" in entry:
                 verdict = "met" if entry[f"{kind}_met"] else "**missed**"
                 targets.append(f"{kind} <= {entry[f'{kind}_limit']:.2f}: {verdict}")
-        memory = f"{entry['memory_ratio']:.2f}" if "memory_ratio" in entry else ""
+        memory = f"{entry['memory_ratio']:.3f}" if "memory_ratio" in entry else ""
         lines.append(f"| {entry['comparison']} | {entry['backbone']} | {entry['image_size']} | {entry['conv']} | "
-                     f"{entry['scope']} | {entry['order']} | {entry['time_ratio']:.2f} | {memory} | "
+                     f"{entry['scope']} | {entry['order']} | {entry['time_ratio']:.3f} | {memory} | "
                      f"{'; '.join(targets)} |")
     return lines
 
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     intro = (ROOT / "benchmarks" / "performance_intro.md").read_text().rstrip() + "\n\n"
     parts = [intro]
     for name, title in (("maml_step.json", "Meta-step: the issue-7 setting"),
+                        ("maml_step_paths.json", "Meta-step: ACDC-net with and without the factored path"),
                         ("maml_step_grid.json", "Meta-step: backbones x conv kinds x scopes x orders x sizes"),
                         ("maml_step_gpu.json", "Meta-step on a GPU")):
         report = load(name)
