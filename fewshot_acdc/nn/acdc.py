@@ -227,17 +227,8 @@ class ACDCConv2d(nn.Module):
 
         kernel_h, kernel_w = self.kernel_size
         self.atoms = nn.Parameter(torch.empty(self.groups, atoms, kernel_h, kernel_w))
-        if shared_coefficients is None:
-            self.coefficients = nn.Parameter(torch.empty(self.coefficient_shape))
-            self.shares_coefficients = False
-        elif isinstance(shared_coefficients, str):
-            if shared_coefficients != "deferred":
-                raise ValueError(f"shared_coefficients must be a Parameter, None or 'deferred', got {shared_coefficients!r}")
-            self.register_parameter("coefficients", None)
-            self.shares_coefficients = True
-        else:
-            self.shares_coefficients = True
-            self.attach_shared_coefficients(shared_coefficients)
+        self.shares_coefficients = register_owned_or_shared(
+            self, "coefficients", self.coefficient_shape, shared_coefficients, self.attach_shared_coefficients)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         # Set for the duration of a backbone's forward by nested_coefficient_slices (sharing.py).
         self.coefficient_view: Optional[torch.Tensor] = None
@@ -334,6 +325,23 @@ class ACDCConv2d(nn.Module):
         if self.bias is None:
             parts.append("bias=False")
         return ", ".join(parts)
+
+
+def register_owned_or_shared(module: nn.Module, name: str, shape: Tuple[int, ...],
+                             shared: Union[nn.Parameter, str, None], attach) -> bool:
+    """Give ``module`` the parameter ``name``: owned (``shared=None``: a new uninitialized tensor
+    of ``shape``), shared (a ``Parameter``, tied through ``attach``), or ``"deferred"`` (``None``
+    until a factory attaches the shared tensor). Returns whether the tensor is shared."""
+    if shared is None:
+        module.register_parameter(name, nn.Parameter(torch.empty(shape)))
+        return False
+    if isinstance(shared, str):
+        if shared != "deferred":
+            raise ValueError(f"shared_{name} must be a Parameter, None or 'deferred', got {shared!r}")
+        module.register_parameter(name, None)
+        return True
+    attach(shared)
+    return True
 
 
 def reset_coefficients(coefficients: torch.Tensor) -> None:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .acdc import IntPair, _pair
+from .acdc import IntPair, _pair, register_owned_or_shared
 
 
 def validate_base_channels(base_channels: object) -> int:
@@ -92,17 +92,8 @@ class RepeatedConv2d(nn.Module):
         self.dilation = _pair(dilation, "dilation")
         self.base_channels = base_channels
         self.scales = nn.Parameter(torch.empty(self.repeats))
-        if shared_base is None:
-            self.base = nn.Parameter(torch.empty(self.base_shape))
-            self.shares_base = False
-        elif isinstance(shared_base, str):
-            if shared_base != "deferred":
-                raise ValueError(f"shared_base must be a Parameter, None or 'deferred', got {shared_base!r}")
-            self.register_parameter("base", None)
-            self.shares_base = True
-        else:
-            self.shares_base = True
-            self.attach_shared_base(shared_base)
+        self.shares_base = register_owned_or_shared(self, "base", self.base_shape, shared_base,
+                                                     self.attach_shared_base)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.reset_parameters()
 
