@@ -124,6 +124,25 @@ def _conv_output_size(size, kernel_size, stride, padding, dilation) -> Tuple[int
     )
 
 
+def factored_is_smaller(compute: str, features: torch.Tensor, out_channels: int, in_per_group: int,
+                        num_atoms: int, kernel_size: Tuple[int, int], stride: Tuple[int, int],
+                        padding: Optional[Tuple[int, int]], dilation: Tuple[int, int]) -> bool:
+    """The ``compute="auto"`` rule shared by every atoms-times-coefficients layer (ACDC, DCF).
+
+    ``"kernel"``/``"factored"`` force a path; ``"auto"`` takes :func:`factored_conv2d` when what
+    it keeps for backward (and creates again in the double backward), the unfolded input and the
+    atom responses, is smaller than the kernel and the kernel's gradient. ``padding=None``
+    (asymmetric ``"same"``) always composes the kernel.
+    """
+    if compute != "auto" or padding is None:
+        return compute == "factored"
+    height, width = _conv_output_size(features.shape[-2:], kernel_size, stride, padding, dilation)
+    taps = kernel_size[0] * kernel_size[1]
+    factored = features.shape[0] * features.shape[1] * (taps + num_atoms) * height * width
+    composed = 2 * out_channels * in_per_group * taps
+    return factored < composed
+
+
 def explicit_padding(padding: Union[Tuple[int, int], str], kernel_size: Tuple[int, int],
                      dilation: Tuple[int, int]) -> Optional[Tuple[int, int]]:
     """``padding`` as a pair of ints (``"valid"``: 0; ``"same"``: half the dilated kernel), or
@@ -285,16 +304,8 @@ class ACDCConv2d(nn.Module):
 
     def uses_factored_path(self, features: torch.Tensor) -> bool:
         """Whether :meth:`forward` on ``features`` skips building the kernel (see ``compute``)."""
-        if self.compute != "auto" or self.explicit_padding is None:
-            return self.compute == "factored"
-        height, width = _conv_output_size(features.shape[-2:], self.kernel_size, self.stride,
-                                          self.explicit_padding, self.dilation)
-        taps = self.kernel_size[0] * self.kernel_size[1]
-        # What each path keeps for backward (and creates again in the double backward): the
-        # unfolded input and the atom responses, or the kernel and the kernel's gradient.
-        factored = features.shape[0] * self.in_channels * (taps + self.num_atoms) * height * width
-        composed = 2 * self.out_channels * self.in_per_group * taps
-        return factored < composed
+        return factored_is_smaller(self.compute, features, self.out_channels, self.in_per_group, self.num_atoms,
+                                   self.kernel_size, self.stride, self.explicit_padding, self.dilation)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         coefficients, atoms = self.layer_coefficients(), self.effective_atoms()

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .acdc import IntPair, _pair
+from .acdc import COMPUTE_PATHS, IntPair, _pair, explicit_padding, factored_conv2d, factored_is_smaller
 
 _MAX_ANGULAR = 40     # angular frequencies n searched: enough for kernels up to 25 x 25
 _ZEROS_PER_ORDER = 40
@@ -131,6 +131,10 @@ class DCFConv2d(nn.Module):
         in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as ``nn.Conv2d``
             (square, odd kernel of size >= 3).
         atoms: number of Fourier-Bessel atoms ``K``, ``1 <= K <= k^2 - 1``.
+        compute: ``"auto"`` (default), ``"kernel"`` or ``"factored"``, as for
+            :class:`~fewshot_acdc.nn.ACDCConv2d`: the kernel is linear in the fixed atoms, so the
+            layer can also run as atom responses combined by a 1x1 product of the coefficients,
+            which keeps no kernel-sized tensor for MAML's second-order graph.
     """
 
     def __init__(
@@ -144,8 +148,12 @@ class DCFConv2d(nn.Module):
         bias: bool = False,
         *,
         atoms: int = 8,
+        compute: str = "auto",
     ) -> None:
         super().__init__()
+        if compute not in COMPUTE_PATHS:
+            raise ValueError(f"compute must be one of {', '.join(COMPUTE_PATHS)}, got {compute!r}")
+        self.compute = compute
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -156,6 +164,9 @@ class DCFConv2d(nn.Module):
         self.stride = _pair(stride, "stride")
         self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
         self.dilation = _pair(dilation, "dilation")
+        self.explicit_padding = explicit_padding(self.padding, self.kernel_size, self.dilation)
+        if compute == "factored" and self.explicit_padding is None:
+            raise ValueError(f"compute='factored' needs symmetric padding, got padding={padding!r}")
         self.num_atoms = atoms
         self.register_buffer("bases", fourier_bessel_atoms(self.kernel_size[0], atoms))
         self.coefficients = nn.Parameter(torch.empty(out_channels, in_channels, atoms))
@@ -173,7 +184,15 @@ class DCFConv2d(nn.Module):
         flat = self.coefficients.reshape(-1, self.num_atoms) @ self.bases.reshape(self.num_atoms, kernel_h * kernel_w)
         return flat.reshape(self.out_channels, self.in_channels, kernel_h, kernel_w)
 
+    def uses_factored_path(self, features: torch.Tensor) -> bool:
+        return factored_is_smaller(self.compute, features, self.out_channels, self.in_channels, self.num_atoms,
+                                   self.kernel_size, self.stride, self.explicit_padding, self.dilation)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.uses_factored_path(features):
+            atoms = self.bases.unsqueeze(0)  # one group: (1, K, k, k)
+            return factored_conv2d(features, self.coefficients, atoms, self.bias, self.stride,
+                                   self.explicit_padding, self.dilation)
         return F.conv2d(features, self.kernel(), self.bias, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:

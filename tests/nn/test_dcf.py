@@ -72,10 +72,12 @@ def test_limits_of_atoms_per_kernel():
 
 @pytest.mark.parametrize("in_channels,out_channels,kernel_size,stride,padding,bias,atoms",
                          [(3, 4, 3, 1, 1, False, 5), (4, 6, 5, 2, 2, True, 12), (2, 3, 3, 1, 0, False, 8)])
+@pytest.mark.parametrize("compute", ["kernel", "factored"])
 def test_forward_equals_conv2d_with_the_hand_assembled_kernel(in_channels, out_channels, kernel_size, stride,
-                                                              padding, bias, atoms):
+                                                              padding, bias, atoms, compute):
     torch.manual_seed(0)
-    layer = DCFConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias, atoms=atoms).double()
+    layer = DCFConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias, atoms=atoms,
+                      compute=compute).double()
     if bias:
         nn.init.normal_(layer.bias)
     kernel = torch.zeros(out_channels, in_channels, kernel_size, kernel_size, dtype=torch.float64)
@@ -84,6 +86,28 @@ def test_forward_equals_conv2d_with_the_hand_assembled_kernel(in_channels, out_c
     images = torch.randn(2, in_channels, 9, 10, dtype=torch.float64)
     torch.testing.assert_close(layer.kernel(), kernel)
     torch.testing.assert_close(layer(images), F.conv2d(images, kernel, layer.bias, stride, padding))
+
+
+def test_factored_path_has_the_same_second_order_gradients_and_never_touches_the_fixed_atoms():
+    torch.manual_seed(1)
+    layer = DCFConv2d(4, 6, 3, 1, 1, bias=True, atoms=6).double()
+    nn.init.normal_(layer.bias)
+    images = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    results = {}
+    for compute in ("kernel", "factored"):
+        layer.compute = compute
+        output = layer(images)
+        params = [layer.coefficients, layer.bias]
+        inner = torch.autograd.grad(output.square().sum(), params, create_graph=True)
+        outer = torch.autograd.grad(sum((g * g).sum() for g in inner), params)
+        results[compute] = (output.detach(), *[g.detach() for g in inner], *outer)
+    for expected, actual in zip(results["kernel"], results["factored"]):
+        torch.testing.assert_close(actual, expected)
+    assert not layer.bases.requires_grad
+    # A deep layer on a small support batch takes the factored path by itself.
+    deep = DCFConv2d(256, 256, 3, padding=1, atoms=8)
+    assert deep.uses_factored_path(torch.zeros(5, 256, 6, 6))
+    assert not deep.uses_factored_path(torch.zeros(75, 256, 21, 21))
 
 
 def test_atoms_are_fixed_buffers_and_gradients_reach_only_coefficients_and_bias():
