@@ -37,6 +37,51 @@ def score_query(model: nn.Module, params: Params, images: torch.Tensor,
     return loss, accuracy
 
 
+class _Embedding(nn.Module):
+    """``model.embed`` as a module's forward, for ``functional_call`` (parameters under ``model.``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(images)
+
+
+def trunk_is_frozen(model: nn.Module, adapted_names: Sequence[str]) -> bool:
+    """Whether the inner loop only changes the classifier of a deterministic feature extractor.
+
+    Then the support features are the same at every inner step and can be computed once: the
+    ``head`` scope (ANIL-style). Not when a layer draws randomness per forward in this mode
+    (atom drop, dropout): recomputing draws a new mask per step, a cached forward would not.
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module) or not callable(getattr(model, "embed", None)):
+        return False
+    if not adapted_names or not all(name.startswith("head.") for name in adapted_names):
+        return False
+    return not any(
+        module.training and (isinstance(module, nn.modules.dropout._DropoutNd) or getattr(module, "atom_drop", 0) > 0)
+        for module in model.modules()
+    )
+
+
+def _support_loss_function(model: nn.Module, params: Params, adapted_names: Sequence[str],
+                           images: torch.Tensor, labels: torch.Tensor, steps: int):
+    """``adapted params -> support loss``; with a frozen trunk, the support features are computed
+    once (with their graph, so the meta-gradient still reaches every trunk parameter) and each
+    step only runs the head."""
+    if steps < 2 or not trunk_is_frozen(model, adapted_names):
+        return lambda adapted: classification_loss(model, adapted, images, labels)
+    trunk_params = {f"model.{name}": tensor for name, tensor in params.items() if not name.startswith("head.")}
+    features = functional_call(_Embedding(model), trunk_params, (images,))
+
+    def head_loss(adapted: Params) -> torch.Tensor:
+        head_params = {name[len("head."):]: tensor for name, tensor in adapted.items() if name.startswith("head.")}
+        return F.cross_entropy(functional_call(model.head, head_params, (features,)), labels)
+    return head_loss
+
+
 def inner_loop(
     model: nn.Module,
     params: Params,
@@ -72,8 +117,9 @@ def inner_loop(
             if not adapted[name].requires_grad:
                 # Nothing upstream to differentiate into (e.g. evaluation): a fresh leaf.
                 adapted[name] = adapted[name].detach().requires_grad_(True)
+        support_loss = _support_loss_function(model, params, adapted_names, images, labels, steps)
         for _ in range(steps):
-            loss = classification_loss(model, adapted, images, labels)
+            loss = support_loss(adapted)
             targets = [adapted[name] for name in adapted_names]
             grads = torch.autograd.grad(loss, targets, create_graph=create_graph, allow_unused=True)
             for name, target, grad in zip(adapted_names, targets, grads):

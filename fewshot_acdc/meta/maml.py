@@ -33,6 +33,13 @@ Task batching
     BN weights are adapted (:class:`~fewshot_acdc.meta.batchnorm.DecomposedBatchNorm`); atom-drop
     masks are shared by the tasks of one vmapped meta-batch (``randomness="same"``).
 
+Head-only adaptation
+    With the ``head`` scope and a deterministic trunk (no atom drop or dropout active), the
+    support features are the same at every inner step: they are computed once per task, with
+    their graph, and each inner step runs only the classifier (ANIL-style; the meta-gradient is
+    unchanged, tests compare it with learn2learn and higher). learn2learn and higher recompute
+    the whole network every step.
+
 Evaluation
     :meth:`MAML.evaluate_episode` adapts ``inner_steps_eval`` steps from detached parameters
     without any second-order graph (each adapted tensor is detached after its update) and scores

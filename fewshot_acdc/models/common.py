@@ -69,8 +69,12 @@ class Backbone(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The features the head classifies: ``forward(x) == head(embed(x))``."""
         # Shared coefficient tensors are sliced once per shape and nested (nn/sharing.py): the
         # same function, with far cheaper gradients than one full-size slice gradient per layer.
         with nested_coefficient_slices(self):
-            return self.head(self.features(images))
+            return self.features(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(images))

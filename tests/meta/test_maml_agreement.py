@@ -24,7 +24,8 @@ BACKBONE_CONV_SCOPE = [
     (backbone, conv, scope)
     for backbone in ("conv4", "resnet10")
     for conv, scope in (("standard", "all"), ("acdc-net", "all"), ("acdc-net", "atoms"),
-                        ("acdc-block", "all"), ("acdc-block", "atoms"))
+                        ("acdc-block", "all"), ("acdc-block", "atoms"),
+                        ("acdc-net", "head"))  # head: the engine computes the support features once
 ]
 CASES = [
     pytest.param(backbone, conv, scope, first_order, steps,

@@ -147,6 +147,40 @@ def test_atoms_scope_leaves_every_other_tensor_bit_identical():
         assert torch.equal(p, snapshot[name]), name
 
 
+def _count_stem_calls(model):
+    calls = []
+    model.stem[0].register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    return calls
+
+
+def test_head_scope_computes_the_support_features_once_per_task():
+    """ANIL-style: with only the head adapted and nothing random in the trunk, the trunk runs once
+    on the support set (then once on the query set) instead of once per inner step; the
+    meta-gradient is the one of recomputing it every step (learn2learn/higher agree:
+    test_maml_agreement.py, scope head)."""
+    model = build_model("resnet10", "acdc-net")
+    calls = _count_stem_calls(model)
+    maml = MAML(model, scope="head", inner_lr=0.1, inner_steps=4, inner_steps_eval=4)
+    episode = random_episode(3, queries=3)
+    maml.meta_train_step([episode], sgd_noop(model))
+    assert calls == [5, 15]
+    calls.clear()
+    maml.evaluate_episode(episode)
+    assert calls == [5, 15]
+
+
+def test_head_scope_recomputes_the_trunk_every_step_when_atom_drop_is_on():
+    model = build_model("resnet10", "acdc-net", atom_drop=0.2)
+    calls = _count_stem_calls(model)
+    maml = MAML(model, scope="head", inner_lr=0.1, inner_steps=3, inner_steps_eval=3)
+    episode = random_episode(3, queries=3)
+    maml.meta_train_step([episode], sgd_noop(model))
+    assert calls == [5, 5, 5, 15]  # a new atom-drop mask per forward, as without the shortcut
+    calls.clear()
+    maml.evaluate_episode(episode)  # eval mode: no atom drop, features computed once
+    assert calls == [5, 15]
+
+
 def test_shared_coefficients_are_updated_once_and_stay_tied():
     model = build_model("resnet10", "acdc-net")
     shared = model.coefficient_bank.net
