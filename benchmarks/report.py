@@ -116,7 +116,9 @@ def main(argv=None) -> int:
     parts = [intro]
     for name, title in (("maml_step.json", "Meta-step: the issue-7 setting"),
                         ("maml_step_paths.json", "Meta-step: ACDC-net with and without the factored path"),
-                        ("maml_step_grid.json", "Meta-step: backbones x conv kinds x scopes x orders x sizes"),
+                        ("maml_step_head.json", "Meta-step: head-only adaptation (support features once per task)"),
+                        ("maml_step_grid.json", "Meta-step: backbones x conv kinds x scopes x orders, 84 px"),
+                        ("maml_step_grid224.json", "Meta-step: backbones x conv kinds x scopes x orders, 224 px"),
                         ("maml_step_gpu.json", "Meta-step on a GPU")):
         report = load(name)
         if report:
