@@ -210,6 +210,10 @@ TARGETS = (
 )
 
 
+RESULT_FIELDS = ("seconds_per_step", "seconds_all", "peak_memory_mb", "added_memory_mb", "baseline_rss_mb",
+                 "parameters", "error")
+
+
 def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
     """One row per configuration: median time and memory over the rounds that succeeded."""
     by_config: Dict[tuple, List[Dict]] = {}
@@ -236,10 +240,6 @@ def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
             row["error"] = runs[-1].get("error", "failed")
         rows.append(row)
     return rows
-
-
-RESULT_FIELDS = ("seconds_per_step", "seconds_all", "peak_memory_mb", "added_memory_mb", "baseline_rss_mb",
-                 "parameters", "error")
 
 
 def _matches(row: Dict, selector: Dict) -> bool:

@@ -75,9 +75,10 @@ def _support_loss_function(model: nn.Module, params: Params, adapted_names: Sequ
         return lambda adapted: classification_loss(model, adapted, images, labels)
     trunk_params = {f"model.{name}": tensor for name, tensor in params.items() if not name.startswith("head.")}
     features = functional_call(_Embedding(model), trunk_params, (images,))
+    head_names = [(name, name[len("head."):]) for name in params if name.startswith("head.")]
 
     def head_loss(adapted: Params) -> torch.Tensor:
-        head_params = {name[len("head."):]: tensor for name, tensor in adapted.items() if name.startswith("head.")}
+        head_params = {local: adapted[name] for name, local in head_names}
         return F.cross_entropy(functional_call(model.head, head_params, (features,)), labels)
     return head_loss
 

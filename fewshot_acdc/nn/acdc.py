@@ -47,6 +47,33 @@ def _pair(value: IntPair, name: str) -> Tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
+def set_conv_geometry(module: nn.Module, in_channels: int, out_channels: int, kernel_size: IntPair,
+                      stride: IntPair, padding: Union[IntPair, str], dilation: IntPair) -> None:
+    """Check the channel counts and store the geometry as ``nn.Conv2d`` does (pairs; padding may
+    stay ``"same"``/``"valid"``): the part every decomposed conv layer shares."""
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    module.in_channels = in_channels
+    module.out_channels = out_channels
+    module.kernel_size = _pair(kernel_size, "kernel_size")
+    module.stride = _pair(stride, "stride")
+    module.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
+    module.dilation = _pair(dilation, "dilation")
+
+
+def set_compute_path(module: nn.Module, compute: str) -> None:
+    """Store ``compute`` and the numeric padding the factored path needs (after
+    :func:`set_conv_geometry`); refuse a path the layer cannot take."""
+    if compute not in COMPUTE_PATHS:
+        raise ValueError(f"compute must be one of {', '.join(COMPUTE_PATHS)}, got {compute!r}")
+    module.compute = compute
+    module.explicit_padding = explicit_padding(module.padding, module.kernel_size, module.dilation)
+    if compute == "factored" and module.explicit_padding is None:
+        raise ValueError(f"compute='factored' needs symmetric padding; padding={module.padding!r} with kernel "
+                         f"{module.kernel_size} and dilation {module.dilation} pads one side more")
+
+
 def channel_shuffle(features: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: interleave the channels of ``groups`` contiguous groups."""
     if groups == 1:
@@ -220,21 +247,9 @@ class ACDCConv2d(nn.Module):
         compute: str = "auto",
     ) -> None:
         super().__init__()
+        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         validate_acdc_arguments(in_channels, out_channels, atoms, group_size, atom_drop)
-        if compute not in COMPUTE_PATHS:
-            raise ValueError(f"compute must be one of {', '.join(COMPUTE_PATHS)}, got {compute!r}")
-        self.compute = compute
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
-        # The factored path unfolds the input and needs the padding as numbers.
-        self.explicit_padding = explicit_padding(self.padding, self.kernel_size, self.dilation)
-        if compute == "factored" and self.explicit_padding is None:
-            raise ValueError(f"compute='factored' needs symmetric padding; padding={padding!r} with kernel "
-                             f"{self.kernel_size} and dilation {self.dilation} pads one side more")
+        set_compute_path(self, compute)
         self.num_atoms = atoms
         self.group_size = group_size
         self.groups = group_count(in_channels, out_channels, group_size)

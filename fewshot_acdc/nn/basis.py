@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .acdc import IntPair, _pair
+from .acdc import IntPair, set_conv_geometry
 
 
 def random_orthogonal_basis(
@@ -100,15 +100,7 @@ class BasisConv2d(nn.Module):
         generator: Optional[torch.Generator] = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
+        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         if basis is None:
             if rank is None:
                 raise ValueError("BasisConv2d needs a rank (number of basis filters) or a basis tensor")

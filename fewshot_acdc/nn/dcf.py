@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .acdc import COMPUTE_PATHS, IntPair, _pair, explicit_padding, factored_conv2d, factored_is_smaller
+from .acdc import IntPair, factored_conv2d, factored_is_smaller, set_compute_path, set_conv_geometry
 
 _MAX_ANGULAR = 40     # angular frequencies n searched: enough for kernels up to 25 x 25
 _ZEROS_PER_ORDER = 40
@@ -151,22 +151,9 @@ class DCFConv2d(nn.Module):
         compute: str = "auto",
     ) -> None:
         super().__init__()
-        if compute not in COMPUTE_PATHS:
-            raise ValueError(f"compute must be one of {', '.join(COMPUTE_PATHS)}, got {compute!r}")
-        self.compute = compute
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
+        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         validate_dcf_arguments(self.kernel_size, atoms)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = _pair(stride, "stride")
-        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
-        self.explicit_padding = explicit_padding(self.padding, self.kernel_size, self.dilation)
-        if compute == "factored" and self.explicit_padding is None:
-            raise ValueError(f"compute='factored' needs symmetric padding, got padding={padding!r}")
+        set_compute_path(self, compute)
         self.num_atoms = atoms
         self.register_buffer("bases", fourier_bessel_atoms(self.kernel_size[0], atoms))
         self.coefficients = nn.Parameter(torch.empty(out_channels, in_channels, atoms))

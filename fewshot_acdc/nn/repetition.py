@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .acdc import IntPair, _pair, register_owned_or_shared
+from .acdc import IntPair, register_owned_or_shared, set_conv_geometry
 
 
 def validate_base_channels(base_channels: object) -> int:
@@ -80,16 +80,8 @@ class RepeatedConv2d(nn.Module):
         shared_base: Union[nn.Parameter, str, None] = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         validate_base_channels(base_channels)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
         self.base_channels = base_channels
         self.scales = nn.Parameter(torch.empty(self.repeats))
         self.shares_base = register_owned_or_shared(self, "base", self.base_shape, shared_base,
