@@ -14,8 +14,6 @@ evaluation in the main process (no workers). Saves JSON to benchmarks/results/ev
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import platform
 import sys
@@ -27,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import created_now, save_report  # noqa: E402
 from fewshot_acdc.data import create_dataset, episode_loader  # noqa: E402
 from fewshot_acdc.meta import MAML  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
                           f"{rate:.2f} episodes/s evaluated (600 in {600 / rate:.0f} s), loader "
                           f"{loader[shots]:.0f} episodes/s ({loader[shots] / rate:.0f}x headroom)", flush=True)
     report = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": created_now(),
         "command": "python benchmarks/evaluation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "device": "cpu", "device_name": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "threads": args.threads,
@@ -105,10 +104,7 @@ def main(argv=None) -> int:
                      "inner_lr": args.inner_lr, "episodes": args.episodes, "image_size": args.image_size},
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=1)
-    print(f"saved {args.out}")
+    save_report(report, args.out)
     return 0
 
 

@@ -11,9 +11,17 @@ queries per class, 5 inner steps, outer Adam; meta-batch 4 by default). Each con
 in a fresh subprocess so that its peak memory is its own:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` (bytes held by tensors at the peak);
-* CPU: ``ru_maxrss`` of the subprocess. ``baseline_rss_mb`` is the resident set just before the
+* CPU: ``ru_maxrss`` of a subprocess. ``baseline_rss_mb`` is the resident set just before the
   first meta-step (interpreter, torch, model, episodes); ``added_memory_mb = peak - baseline`` is
-  what the meta-steps themselves needed, the figure the memory ratios compare.
+  what the meta-steps themselves needed, the figure the memory ratios compare. With
+  ``--cpu-memory live`` (default) it comes from a second subprocess that runs the same steps with
+  glibc's malloc told to hand every freed block of 64 KiB or more back to the system at once
+  (``MALLOC_MMAP_THRESHOLD_``), so its peak RSS follows the peak of live tensors, as CUDA's
+  ``max_memory_allocated`` does; it repeats to a few MB. That allocator is slow (a page fault per
+  touched page), so times always come from the timing subprocess under the default allocator, whose
+  own peak is kept as ``rss_added_memory_mb``: what ``top`` shows, but the allocator's caching makes it
+  vary by about 5% between identical runs, too much for a ratio near 1 (``--cpu-memory rss``
+  compares that instead).
 
 The grid runs ``--rounds`` times, one subprocess per configuration per round, configurations
 interleaved, so a slow spell of a shared machine hits every configuration rather than one; a
@@ -27,8 +35,6 @@ references) are computed from the medians and saved with the rows in
 from __future__ import annotations
 
 import argparse
-import datetime
-import itertools
 import json
 import os
 import platform
@@ -37,9 +43,13 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.common import configuration_grid, created_now, save_report  # noqa: E402
+
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "maml_step.json")
 IMPLEMENTATIONS = ("engine", "learn2learn", "higher")
 
@@ -66,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per configuration (0: torch's default). On a shared CPU, 1 "
                              "avoids threads spinning at barriers while a peer is descheduled")
+    parser.add_argument("--cpu-memory", choices=("live", "rss"), default="live",
+                        help="live: peak of live tensors (a second subprocess per configuration, malloc returning "
+                             "freed blocks at once); rss: peak RSS of the timing run under the default allocator")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one configuration, JSON, in a subprocess
@@ -125,7 +138,6 @@ def rss_mb() -> float:
 
 def run_worker(config: Dict) -> Dict:
     import torch
-    sys.path.insert(0, ROOT)
     from fewshot_acdc.models import create_backbone
     device = torch.device(config["device"])
     if config["threads"]:
@@ -153,6 +165,8 @@ def run_worker(config: Dict) -> Dict:
     step()  # warm-up (allocator, lazy imports, kernels)
     synchronize()
     times = []
+    # The timed steps are steady state: gradients and the optimizer's state (Adam: two tensors per
+    # parameter, created by the warm-up step) exist; a memory run (--cpu-memory) takes the same steps.
     for _ in range(config["repeats"]):
         start = time.perf_counter()
         step()
@@ -178,10 +192,30 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# glibc malloc: every block of 64 KiB or more is its own mapping, unmapped when freed, and the heap
+# is trimmed at once, so the resident set tracks the bytes that are alive.
+LIVE_MEMORY_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_TOP_PAD_": "0"}
+
+
 def run_configuration(config: Dict, timeout: float) -> Dict:
+    """Time (and memory) of one configuration, each measured in its own subprocess."""
+    result = run_worker_process(config, timeout)
+    if config["device"] != "cpu" or config.get("cpu_memory", "live") != "live" or "error" in result:
+        return result
+    memory = run_worker_process({**config, "measure": "memory"}, timeout, LIVE_MEMORY_ENVIRONMENT)
+    if "error" in memory:
+        return {"error": f"memory run: {memory['error']}"}
+    result["rss_added_memory_mb"] = result["added_memory_mb"]
+    for field in ("peak_memory_mb", "added_memory_mb", "baseline_rss_mb"):
+        result[field] = memory[field]
+    return result
+
+
+def run_worker_process(config: Dict, timeout: float, environment: Optional[Dict[str, str]] = None) -> Dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)]
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                                   env={**os.environ, **(environment or {})})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -211,7 +245,7 @@ TARGETS = (
 
 
 RESULT_FIELDS = ("seconds_per_step", "seconds_all", "peak_memory_mb", "added_memory_mb", "baseline_rss_mb",
-                 "parameters", "error")
+                 "rss_added_memory_mb", "parameters", "error")
 
 
 def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
@@ -232,7 +266,7 @@ def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
         if good:
             row["seconds_per_step"] = statistics.median(run["seconds_per_step"] for run in good)
             row["seconds_by_round"] = [run["seconds_per_step"] for run in good]
-            for field in ("peak_memory_mb", "added_memory_mb", "baseline_rss_mb"):
+            for field in ("peak_memory_mb", "added_memory_mb", "baseline_rss_mb", "rss_added_memory_mb"):
                 if field in good[0]:
                     row[field] = statistics.median(run[field] for run in good)
             row["parameters"] = good[0]["parameters"]
@@ -323,14 +357,12 @@ def main(argv=None) -> int:
     common = {"ways": args.ways, "shots": args.shots, "queries": args.queries,
               "meta_batch": args.meta_batch, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr,
               "task_batching": args.task_batching, "repeats": args.repeats, "device": device,
-              "threads": args.threads}
+              "threads": args.threads, "cpu_memory": args.cpu_memory}
     grid = []
-    for backbone, size, conv, scope, order, implementation in itertools.product(
-            args.backbones.split(","), [int(size) for size in args.image_sizes.split(",")], args.convs.split(","),
-            args.scopes.split(","), args.orders.split(","), implementations):
-        if scope != "all" and conv == "standard":
-            continue  # atoms scope needs an ACDC backbone
-        grid.append({"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": size,
+    for backbone, size, conv, scope, order, implementation in configuration_grid(
+            args.backbones, args.image_sizes, args.convs, args.scopes, args.orders, implementations,
+            conv_axis=2, scope_axis=3):
+        grid.append({"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": int(size),
                      "implementation": implementation, **common})
     started = time.time()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -350,7 +382,7 @@ def main(argv=None) -> int:
     ratios = compute_ratios(rows)
     import torch
     report = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": created_now(),
         "command": "python benchmarks/maml_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
@@ -362,12 +394,9 @@ def main(argv=None) -> int:
         "rows": rows,
         "ratios": ratios,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=1)
     print(format_table(rows, implementations, device))
     print(format_ratios(ratios))
-    print(f"saved {args.out}")
+    save_report(report, args.out)
     return 0
 
 

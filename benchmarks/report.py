@@ -2,10 +2,10 @@
 
     python benchmarks/report.py            # reads benchmarks/results/*.json, writes docs/performance.md
 
-Sources: ``maml_step.json`` (and ``maml_step_grid.json`` when present) from
-benchmarks/maml_step.py, ``evaluation.json`` from benchmarks/evaluation.py and
-``data_throughput.json`` from benchmarks/data_throughput.py. Every number in the page comes from
-one of them; the page names the command and machine of each.
+Sources: ``maml_step*.json`` from benchmarks/maml_step.py, ``saved_tensors.json`` from
+benchmarks/saved_tensors.py, ``precision.json`` from benchmarks/precision.py, ``evaluation.json``
+from benchmarks/evaluation.py and ``data_throughput.json`` from benchmarks/data_throughput.py.
+Every number in the page comes from one of them; the page names the command and machine of each.
 """
 from __future__ import annotations
 
@@ -72,6 +72,15 @@ def ratio_table(report: Dict) -> List[str]:
     return lines
 
 
+def memory_measure(report: Dict) -> str:
+    if report.get("device") == "cuda":
+        return "CUDA allocator peak"
+    if report["settings"].get("cpu_memory") == "live":
+        return ("peak of live tensors: peak RSS minus RSS before the first step, in a run whose malloc hands "
+                "freed blocks back at once")
+    return "peak RSS minus RSS before the first step, default allocator"
+
+
 def step_section(title: str, report: Dict) -> List[str]:
     settings = report["settings"]
     return [
@@ -80,11 +89,39 @@ def step_section(title: str, report: Dict) -> List[str]:
         f"5-way {settings['shots']}-shot, {settings['queries']} queries per class, {settings['inner_steps']} inner "
         f"steps (lr {settings['inner_lr']}), meta-batch {settings['meta_batch']} ({settings['task_batching']}), "
         f"{settings.get('threads') or 'default'} torch thread(s), median of {settings.get('rounds', 1)} interleaved "
-        f"round(s). Memory: what the meta-steps added to the process "
-        f"({'CUDA allocator peak' if report.get('device') == 'cuda' else 'peak RSS minus RSS before the first step'}).",
+        f"round(s). Memory: what the meta-steps added to the process ({memory_measure(report)}).",
         "", *step_table(report), "", "Ratios (numerator / denominator; time ratio < 1 is faster):", "",
         *ratio_table(report), "",
     ]
+
+
+def saved_tensors_section(report: Dict) -> List[str]:
+    lines = ["## What the graph holds when the query loss is computed", "",
+             f"`{report.get('command')}`, torch {report.get('torch', '?')}, created {report.get('created', '?')}: "
+             "one task (5-way 1-shot, 15 queries per class, 5 inner steps); bytes saved for backward by the "
+             "graph's nodes, each storage once, parameters excluded. Exact, allocator-independent; the "
+             "three ops that hold most are named.", "",
+             "| backbone | px | conv | scope | order | saved MB | largest holders (MB) |", "|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        holders = ", ".join(f"{op} {size:.0f}" for op, size in list(row["by_op_mb"].items())[:3])
+        lines.append(f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
+                     f"{row['saved_mb']:.0f} | {holders} |")
+    return lines + [""]
+
+
+def precision_section(report: Dict) -> List[str]:
+    lines = [f"## Meta-gradient accuracy: float32 and bfloat16 autocast against float64 ({report.get('device', 'cpu')})", "",
+             f"`{report.get('command')}` on {report.get('device_name', report.get('device', '?'))}, torch "
+             f"{report.get('torch', '?')}, created {report.get('created', '?')}: one task's meta-gradient, same "
+             "initialization and episode; relative error |g - g64| / |g64| and cosine to the float64 gradient.", "",
+             "| backbone | px | conv | scope | order | float32 rel. error | float32 cosine | bf16-autocast rel. error "
+             "| bf16-autocast cosine |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        single, mixed = row["float32"], row["bfloat16-autocast"]
+        lines.append(f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
+                     f"{single['relative_error']:.1e} | {single['cosine']:.4f} | {mixed['relative_error']:.2f} | "
+                     f"{mixed['cosine']:.3f} |")
+    return lines + [""]
 
 
 def evaluation_section(report: Dict, loader: Optional[Dict]) -> List[str]:
@@ -119,10 +156,16 @@ def main(argv=None) -> int:
                         ("maml_step_head.json", "Meta-step: head-only adaptation (support features once per task)"),
                         ("maml_step_grid.json", "Meta-step: backbones x conv kinds x scopes x orders, 84 px"),
                         ("maml_step_grid224.json", "Meta-step: backbones x conv kinds x scopes x orders, 224 px"),
-                        ("maml_step_gpu.json", "Meta-step on a GPU")):
+                        ("maml_step_gpu.json", "Meta-step on a GPU"),
+                        ("maml_step_gpu_vmap.json", "Meta-step on a GPU, tasks batched with torch.func.vmap")):
         report = load(name)
         if report:
             parts.append("\n".join(step_section(title, report)))
+    for name, section in (("saved_tensors.json", saved_tensors_section), ("precision.json", precision_section),
+                          ("precision_gpu.json", precision_section)):
+        report = load(name)
+        if report:
+            parts.append("\n".join(section(report)))
     evaluation = load("evaluation.json")
     if evaluation:
         parts.append("\n".join(evaluation_section(evaluation, load("data_throughput.json"))))

@@ -31,10 +31,9 @@ from typing import List, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .acdc import IntPair, factored_conv2d, factored_is_smaller, set_compute_path, set_conv_geometry
+from .acdc import IntPair, composed_conv2d, factored_conv2d, factored_is_smaller, set_compute_path, set_conv_geometry
 
 _MAX_ANGULAR = 40     # angular frequencies n searched: enough for kernels up to 25 x 25
 _ZEROS_PER_ORDER = 40
@@ -180,7 +179,8 @@ class DCFConv2d(nn.Module):
             atoms = self.bases.unsqueeze(0)  # one group: (1, K, k, k)
             return factored_conv2d(features, self.coefficients, atoms, self.bias, self.stride,
                                    self.explicit_padding, self.dilation)
-        return F.conv2d(features, self.kernel(), self.bias, self.stride, self.padding, self.dilation)
+        return composed_conv2d(features, self.coefficients, self.bases.unsqueeze(0), self.bias, self.stride,
+                               self.padding, self.dilation, 1)
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}",

@@ -59,3 +59,41 @@ def test_ratios_pair_rows_that_differ_only_in_the_compared_field():
     engine = ratios[("engine vs learn2learn", "all", "second")]
     assert engine["time_ratio"] == pytest.approx(8 / 12) and engine["time_met"]   # 1.5x faster >= 1.3x
     assert ("engine vs higher", "all", "second") not in ratios  # no higher row measured
+
+
+def test_cpu_live_memory_comes_from_a_second_run_with_malloc_returning_freed_blocks(monkeypatch):
+    """Times from the default allocator, memory from the run whose RSS follows live tensors;
+    the default allocator's peak is kept beside it."""
+    calls = []
+
+    def fake_worker_process(config, timeout, environment=None):
+        calls.append((config.get("measure"), environment))
+        if config.get("measure") == "memory":
+            return {"seconds_per_step": 4.5, "added_memory_mb": 700.0, "peak_memory_mb": 1200.0,
+                    "baseline_rss_mb": 500.0, "parameters": 1}
+        return {"seconds_per_step": 3.0, "added_memory_mb": 950.0, "peak_memory_mb": 1450.0,
+                "baseline_rss_mb": 500.0, "parameters": 1}
+
+    monkeypatch.setattr(maml_step, "run_worker_process", fake_worker_process)
+    config = {"device": "cpu", "cpu_memory": "live"}
+    result = maml_step.run_configuration(config, timeout=10)
+    assert result["seconds_per_step"] == 3.0
+    assert result["added_memory_mb"] == 700.0 and result["rss_added_memory_mb"] == 950.0
+    assert calls[0] == (None, None)
+    assert calls[1][0] == "memory" and calls[1][1]["MALLOC_MMAP_THRESHOLD_"] == "65536"
+
+    calls.clear()
+    result = maml_step.run_configuration({**config, "cpu_memory": "rss"}, timeout=10)
+    assert result["added_memory_mb"] == 950.0 and "rss_added_memory_mb" not in result and len(calls) == 1
+
+
+def test_a_failed_memory_run_fails_the_configuration(monkeypatch):
+    def fake_worker_process(config, timeout, environment=None):
+        if config.get("measure") == "memory":
+            return {"error": "exit -9: killed"}
+        return {"seconds_per_step": 3.0, "added_memory_mb": 950.0, "peak_memory_mb": 1450.0,
+                "baseline_rss_mb": 500.0, "parameters": 1}
+
+    monkeypatch.setattr(maml_step, "run_worker_process", fake_worker_process)
+    result = maml_step.run_configuration({"device": "cpu", "cpu_memory": "live"}, timeout=10)
+    assert result == {"error": "memory run: exit -9: killed"}

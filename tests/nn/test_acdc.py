@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_acdc.nn import ACDCConv2d, channel_shuffle, compose_kernel
+from fewshot_acdc.nn.acdc import composed_conv2d
 
 
 def hand_assembled_kernel(coefficients, atoms, out_channels, in_channels, groups):
@@ -262,3 +263,97 @@ def test_compute_path_errors_name_the_problem():
     layer = ACDCConv2d(4, 4, 2, padding="same")
     assert not layer.uses_factored_path(torch.zeros(1, 4, 5, 5))
     assert layer(torch.zeros(1, 4, 5, 5)).shape == (1, 4, 5, 5)
+
+
+COMPOSED_GEOMETRIES = [  # stride, padding, dilation, groups
+    ((1, 1), (1, 1), (1, 1), 1),
+    ((2, 1), (0, 2), (1, 2), 1),
+    ((1, 1), (1, 1), (1, 1), 2),
+    ((1, 1), "same", (1, 1), 1),  # string padding: the plain expression
+]
+
+
+def _plain_composed_conv2d(features, coefficients, atoms, bias, stride, padding, dilation, groups):
+    """The definition: autograd through the composed kernel, nothing recomputed."""
+    return F.conv2d(features, compose_kernel(coefficients, atoms), bias, stride, padding, dilation, groups)
+
+
+@pytest.mark.parametrize("geometry", COMPOSED_GEOMETRIES)
+@pytest.mark.parametrize("differentiated", ["all", "atoms", "coefficients", "features"])
+def test_composed_conv2d_equals_autograd_through_the_kernel_to_second_order(geometry, differentiated):
+    """The kernel path recomputes the kernel in backward instead of keeping it; inner gradients
+    (create_graph) and the gradient of a function of them must not change."""
+    stride, padding, dilation, groups = geometry
+    torch.manual_seed(4)
+    tensors = {"features": torch.randn(3, 4 * groups, 9, 8, dtype=torch.float64),
+               "coefficients": torch.randn(5, 4, 3, dtype=torch.float64),
+               "atoms": torch.randn(groups, 3, 3, 3, dtype=torch.float64),
+               "bias": torch.randn(5 * groups, dtype=torch.float64)}
+    names = ["features", "coefficients", "atoms"] if differentiated == "all" else [differentiated]
+    results = []
+    for function in (composed_conv2d, _plain_composed_conv2d):
+        inputs = {name: value.clone().requires_grad_(name in names) for name, value in tensors.items()}
+        output = function(inputs["features"], inputs["coefficients"], inputs["atoms"], inputs["bias"],
+                          stride, padding, dilation, groups)
+        targets = [inputs[name] for name in names]
+        inner = torch.autograd.grad(output.square().sum(), targets, create_graph=True)
+        outer = torch.autograd.grad(sum((g.sin() * g).sum() for g in inner) + output.sum(), targets)
+        results.append((output.detach(), [g.detach() for g in inner], outer))
+    for recomputed, plain in zip(*results):
+        torch.testing.assert_close(recomputed, plain)
+
+
+def test_composed_conv2d_passes_gradgradcheck():
+    torch.manual_seed(5)
+    inputs = (torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True),
+              torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True))
+
+    def function(features, coefficients, atoms):
+        return composed_conv2d(features, coefficients, atoms, None, (2, 2), (1, 1), (1, 1), 2)
+
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradgradcheck(function, inputs)
+
+
+def test_composed_conv2d_keeps_its_inputs_for_backward_not_the_kernel():
+    """What makes the kernel path as lean as a standard conv in a pass that is differentiated once
+    (MAML's query pass, first order): the graph holds the inputs, whose storage exists anyway."""
+    features = torch.randn(2, 8, 6, 6, requires_grad=True)
+    coefficients = torch.randn(16, 8, 4, requires_grad=True)
+    atoms = torch.randn(1, 4, 3, 3, requires_grad=True)
+    output = composed_conv2d(features, coefficients, atoms, None, (1, 1), (1, 1), (1, 1), 1)
+    saved = {t.untyped_storage().data_ptr() for t in output.grad_fn.saved_tensors}
+    assert saved == {t.untyped_storage().data_ptr() for t in (features, coefficients, atoms)}
+    plain = _plain_composed_conv2d(features, coefficients, atoms, None, (1, 1), (1, 1), (1, 1), 1)
+    assert plain.grad_fn._saved_weight.shape == (16, 8, 3, 3)  # what autograd alone would keep
+
+
+def test_composed_conv2d_under_vmap_is_the_plain_expression():
+    """torch.func transforms (the engine's vmap task batching) get the plain composition."""
+    torch.manual_seed(6)
+    features = torch.randn(3, 2, 4, 5, 5, dtype=torch.float64)
+    coefficients = torch.randn(3, 4, 2, dtype=torch.float64)
+    atoms = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+
+    def loss(coefficient_tensor, images):
+        return composed_conv2d(images, coefficient_tensor, atoms, None, (1, 1), (1, 1), (1, 1), 1).square().sum()
+
+    batched = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(coefficients, features)
+    for index in range(3):
+        expected = torch.func.grad(loss)(coefficients, features[index])
+        torch.testing.assert_close(batched[index], expected)
+
+
+def test_composed_conv2d_under_autocast_is_the_plain_expression():
+    """Its backward would see autocast's bfloat16 next to float32 saved inputs; under autocast the
+    layer takes the plain composition, which autocast handles."""
+    torch.manual_seed(7)
+    layer = ACDCConv2d(8, 8, 3, padding=1, atoms=4, compute="kernel")
+    images = torch.randn(2, 8, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = layer(images)
+    assert output.dtype == torch.bfloat16
+    output.float().sum().backward()
+    assert layer.atoms.grad.dtype == torch.float32 and layer.coefficients.grad is not None
+    torch.testing.assert_close(output.float(), layer(images), rtol=0.05, atol=0.05)
