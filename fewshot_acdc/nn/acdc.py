@@ -330,7 +330,7 @@ class ACDCConv2d(nn.Module):
             self, "coefficients", self.coefficient_shape, shared_coefficients, self.attach_shared_coefficients)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         # Set for the duration of a backbone's forward by nested_coefficient_slices (sharing.py).
-        self.coefficient_view: Optional[torch.Tensor] = None
+        self.coefficient_view = None  # an nn.sharing.SharedSlice within nested_coefficient_slices
         self.reset_parameters()
 
     @property
@@ -357,10 +357,11 @@ class ACDCConv2d(nn.Module):
         if not self.shares_coefficients:
             reset_coefficients(self.coefficients)
 
-    def layer_coefficients(self) -> torch.Tensor:
-        """This layer's ``(O, s, m)`` coefficients (a view of the shared tensor if shared)."""
-        if self.coefficient_view is not None:
-            return self.coefficient_view
+    def layer_coefficients(self, contiguous: bool = False) -> torch.Tensor:
+        """This layer's ``(O, s, m)`` coefficients: a view of the shared tensor if shared, or a
+        contiguous tensor (what composing the kernel needs) if ``contiguous``."""
+        if self.coefficient_view is not None:  # set by nn.sharing.nested_coefficient_slices
+            return self.coefficient_view.contiguous() if contiguous else self.coefficient_view.view
         out_needed, in_needed, _ = self.coefficient_shape
         coefficients = self.coefficients
         if coefficients is None:
@@ -370,7 +371,7 @@ class ACDCConv2d(nn.Module):
             )
         if coefficients.shape[0] != out_needed or coefficients.shape[1] != in_needed:
             coefficients = coefficients[:out_needed, :in_needed]
-        return coefficients
+        return coefficients.contiguous() if contiguous else coefficients
 
     def effective_atoms(self) -> torch.Tensor:
         if self.training and self.atom_drop > 0.0:
@@ -380,7 +381,7 @@ class ACDCConv2d(nn.Module):
 
     def kernel(self) -> torch.Tensor:
         """The full convolution kernel ``(C_out, C_in / G, kh, kw)`` used by this forward."""
-        return compose_kernel(self.layer_coefficients(), self.effective_atoms())
+        return compose_kernel(self.layer_coefficients(contiguous=True), self.effective_atoms())
 
     def uses_factored_path(self, features: torch.Tensor) -> bool:
         """Whether :meth:`forward` on ``features`` skips building the kernel (see ``compute``)."""
@@ -388,12 +389,12 @@ class ACDCConv2d(nn.Module):
                                    self.kernel_size, self.stride, self.explicit_padding, self.dilation)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        coefficients, atoms = self.layer_coefficients(), self.effective_atoms()
-        if self.uses_factored_path(features):
-            output = factored_conv2d(features, coefficients, atoms, self.bias, self.stride,
+        atoms = self.effective_atoms()
+        if self.uses_factored_path(features):  # takes the strided slice as it is
+            output = factored_conv2d(features, self.layer_coefficients(), atoms, self.bias, self.stride,
                                      self.explicit_padding, self.dilation)
         else:
-            output = composed_conv2d(features, coefficients, atoms, self.bias, self.stride, self.padding,
+            output = composed_conv2d(features, self.layer_coefficients(contiguous=True), atoms, self.bias, self.stride, self.padding,
                                      self.dilation, self.groups)
         if self.shuffle:
             output = channel_shuffle(output, self.groups)

@@ -10,10 +10,14 @@ and again in the second-order graph.
 takes each view from the smallest larger view instead of the full tensor (512x512 -> 512x256 ->
 256x256 -> ... for a ResNet). Layers with the same shape share a view, so their gradients add at
 that size, and each zero-filled padding is the size of the next larger slice: about twice the full
-tensor in all instead of once per layer. A slice narrower than its parent is not contiguous, and
-the layers' matrix products would each copy it; it is copied once per forward instead. The
-function computed is the same (the tests compare gradients to second order with the layers
-slicing on their own).
+tensor in all instead of once per layer. A slice narrower than its parent is not contiguous. The
+factored path does not mind (its ``(O, s*m)`` coefficient matrix is a strided view of it), but
+composing a kernel needs an ``(O*s, m)`` matrix, a copy: :class:`SharedSlice` makes that copy at
+most once per shape and forward, when a layer on the kernel path first asks for it, and the other
+layers of that shape reuse it. Copying every slice up front would keep copies nobody needs in a
+second-order graph (deep layers on a support set take the factored path); copying per layer
+would keep one per layer. The function computed is the same (the tests compare gradients to
+second order with the layers slicing on their own).
 
 It finds the tensors through the modules it is given, so it works with whatever tensors the
 modules hold at call time: parameters, ``torch.func.functional_call`` substitutes, learn2learn
@@ -22,7 +26,7 @@ clones and higher's fast weights alike.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -32,12 +36,9 @@ from .acdc import ACDCConv2d
 Shape2 = Tuple[int, int]
 
 
-def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2],
-                          contiguous: bool = False) -> Dict[Shape2, torch.Tensor]:
-    """``shared[:O, :s]`` for every ``(O, s)`` in ``shapes``, each taken from the smallest
-    already-made one that contains it (the full tensor for the largest). Views, unless
-    ``contiguous``: then each slice narrower than its parent is copied once, here, instead of
-    once per layer by the reshapes the layers' matrix products need."""
+def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2]) -> Dict[Shape2, torch.Tensor]:
+    """``shared[:O, :s]`` for every ``(O, s)`` in ``shapes`` (views), each taken from the
+    smallest already-made one that contains it (the full tensor for the largest)."""
     full: Shape2 = (shared.shape[0], shared.shape[1])
     views: Dict[Shape2, torch.Tensor] = {full: shared}
     for shape in sorted(set(shapes), key=lambda rows_cols: (-rows_cols[0] * rows_cols[1], rows_cols)):
@@ -47,9 +48,22 @@ def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2],
             raise ValueError(f"slice {shape} does not fit a shared tensor of shape {tuple(shared.shape)}")
         parent_shape = min((made for made in views if made[0] >= shape[0] and made[1] >= shape[1]),
                            key=lambda made: made[0] * made[1])
-        view = views[parent_shape][:shape[0], :shape[1]]
-        views[shape] = view.contiguous() if contiguous else view
+        views[shape] = views[parent_shape][:shape[0], :shape[1]]
     return views
+
+
+class SharedSlice:
+    """The ``(O, s, m)`` slice that every layer of one shape uses during one forward: a strided
+    view, and its contiguous copy made on first request (see the module docstring)."""
+
+    def __init__(self, view: torch.Tensor) -> None:
+        self.view = view
+        self._contiguous: Optional[torch.Tensor] = None
+
+    def contiguous(self) -> torch.Tensor:
+        if self._contiguous is None:
+            self._contiguous = self.view.contiguous()
+        return self._contiguous
 
 
 @contextmanager
@@ -64,11 +78,11 @@ def nested_coefficient_slices(model: nn.Module) -> Iterator[None]:
         for shared, layers in users.values():
             if len(layers) < 2:
                 continue
-            views = nested_leading_slices(shared, [layer.coefficient_shape[:2] for layer in layers], contiguous=True)
+            views = nested_leading_slices(shared, [layer.coefficient_shape[:2] for layer in layers])
+            slices = {shape: SharedSlice(view) for shape, view in views.items() if view is not shared}
             for layer in layers:
-                view = views[layer.coefficient_shape[:2]]
                 # A plain attribute, never registered: the full-size "view" may be the Parameter.
-                object.__setattr__(layer, "coefficient_view", None if view is shared else view)
+                object.__setattr__(layer, "coefficient_view", slices.get(layer.coefficient_shape[:2]))
         yield
     finally:
         for _, layers in users.values():

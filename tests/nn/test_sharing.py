@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from fewshot_acdc.models import create_backbone
 from fewshot_acdc.nn import ACDCConv2d
-from fewshot_acdc.nn.sharing import nested_coefficient_slices, nested_leading_slices
+from fewshot_acdc.nn.sharing import SharedSlice, nested_coefficient_slices, nested_leading_slices
 
 
 def test_each_view_is_the_leading_slice_cut_from_the_smallest_larger_view():
@@ -31,13 +31,34 @@ def test_each_view_is_the_leading_slice_cut_from_the_smallest_larger_view():
     assert views[(4, 4)].grad_fn in chain
 
 
-def test_contiguous_slices_are_copied_once_per_shape_with_the_same_values():
+def test_a_shared_slice_is_copied_at_most_once_and_only_when_asked():
     shared = torch.randn(8, 8, 2)
-    views = nested_leading_slices(shared, [(4, 2), (4, 4), (8, 4), (8, 8)], contiguous=True)
-    for (rows, cols), view in views.items():
-        assert view.is_contiguous()
-        torch.testing.assert_close(view, shared[:rows, :cols])
-    assert views[(8, 8)] is shared  # the full tensor is never copied
+    shared_slice = SharedSlice(nested_leading_slices(shared, [(4, 4), (8, 8)])[(4, 4)])
+    assert not shared_slice.view.is_contiguous() and shared_slice._contiguous is None
+    copy = shared_slice.contiguous()
+    assert copy.is_contiguous() and shared_slice.contiguous() is copy
+    torch.testing.assert_close(copy, shared[:4, :4])
+
+
+def test_layers_share_one_copy_per_shape_on_the_kernel_path_and_none_on_the_factored_path():
+    model = create_backbone("resnet18", "acdc-net", atoms=2, image_size=16, track_running_stats=False)
+    layers = [m for m in model.modules() if isinstance(m, ACDCConv2d) and m.coefficient_shape[:2] == (128, 128)]
+    assert len(layers) >= 2
+    slices = []
+    hooks = [layer.register_forward_pre_hook(lambda module, args: slices.append(module.coefficient_view))
+             for layer in layers]
+    for layer in layers:
+        layer.compute = "kernel"
+    model(torch.randn(2, 3, 16, 16))
+    assert all(shared_slice is slices[0] for shared_slice in slices)  # one SharedSlice for the shape
+    assert slices[0]._contiguous is not None
+    slices.clear()
+    for layer in layers:
+        layer.compute = "factored"
+    model(torch.randn(2, 3, 16, 16))
+    assert slices[0]._contiguous is None  # the factored path took the strided view as it is
+    for hook in hooks:
+        hook.remove()
 
 
 def test_a_slice_larger_than_the_tensor_is_refused():
@@ -75,7 +96,7 @@ def test_views_are_set_only_during_the_forward_and_cleared_after_an_error():
     seen = []
     hook = layers[0].register_forward_pre_hook(lambda module, args: seen.append(module.coefficient_view))
     model(torch.randn(2, 3, 16, 16))
-    assert seen and seen[0] is not None and seen[0].shape[:2] == layers[0].coefficient_shape[:2]
+    assert seen and seen[0] is not None and seen[0].view.shape[:2] == layers[0].coefficient_shape[:2]
     assert all(layer.coefficient_view is None for layer in layers)
     hook.remove()
     with pytest.raises(RuntimeError):
