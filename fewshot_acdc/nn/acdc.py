@@ -394,8 +394,8 @@ class ACDCConv2d(nn.Module):
             output = factored_conv2d(features, self.layer_coefficients(), atoms, self.bias, self.stride,
                                      self.explicit_padding, self.dilation)
         else:
-            output = composed_conv2d(features, self.layer_coefficients(contiguous=True), atoms, self.bias, self.stride, self.padding,
-                                     self.dilation, self.groups)
+            output = composed_conv2d(features, self.layer_coefficients(contiguous=True), atoms, self.bias,
+                                     self.stride, self.padding, self.dilation, self.groups)
         if self.shuffle:
             output = channel_shuffle(output, self.groups)
         return output
