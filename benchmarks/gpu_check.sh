@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The issue-7 GPU measurements as one prepared run (about 8 minutes on an H200; sized for the
-# device tool's 10-minute call). Run from the repository root on a machine with CUDA and torch:
+# The issue-7 GPU measurements as one prepared run, meant to fit the device tool's 10-minute
+# call (not yet run on a GPU: no machine has been lent to this project). Run from the repository root on a machine with CUDA and torch:
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]      # JSON + log into OUT_DIR (default benchmarks/results)
 #

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .acdc import IntPair, composed_conv2d, factored_conv2d, factored_is_smaller, set_compute_path, set_conv_geometry
+from .acdc import (IntPair, compose_kernel, composed_conv2d, factored_conv2d, factored_is_smaller, set_compute_path,
+                   set_conv_geometry)
 
 _MAX_ANGULAR = 40     # angular frequencies n searched: enough for kernels up to 25 x 25
 _ZEROS_PER_ORDER = 40
@@ -166,9 +167,7 @@ class DCFConv2d(nn.Module):
 
     def kernel(self) -> torch.Tensor:
         """``(C_out, C_in, k, k)``: coefficients times the fixed atoms."""
-        kernel_h, kernel_w = self.kernel_size
-        flat = self.coefficients.reshape(-1, self.num_atoms) @ self.bases.reshape(self.num_atoms, kernel_h * kernel_w)
-        return flat.reshape(self.out_channels, self.in_channels, kernel_h, kernel_w)
+        return compose_kernel(self.coefficients, self.bases.unsqueeze(0))
 
     def uses_factored_path(self, features: torch.Tensor) -> bool:
         return factored_is_smaller(self.compute, features, self.out_channels, self.in_channels, self.num_atoms,
