@@ -94,12 +94,22 @@ def compose_kernel(coefficients: torch.Tensor, atoms: torch.Tensor) -> torch.Ten
     """
     out_per_group, in_per_group, num_atoms = coefficients.shape
     groups, _, kernel_h, kernel_w = atoms.shape
-    # One (O*s, m) x (m, kh*kw) matrix product per group: a single batched matmul.
-    kernel = torch.matmul(
-        coefficients.reshape(out_per_group * in_per_group, num_atoms),
-        atoms.reshape(groups, num_atoms, kernel_h * kernel_w),
-    )
+    coefficient_rows = coefficients.reshape(out_per_group * in_per_group, num_atoms)
+    if groups == 1:
+        # A plain 2D product writes the kernel in place; the broadcast (1, m, k) form below would
+        # compute it transposed and copy it (a kernel-sized copy per layer and forward).
+        kernel = coefficient_rows.mm(atoms.reshape(num_atoms, kernel_h * kernel_w))
+    else:
+        # One (O*s, m) x (m, kh*kw) matrix product per group: a single batched matmul.
+        kernel = torch.matmul(coefficient_rows, atoms.reshape(groups, num_atoms, kernel_h * kernel_w))
     return kernel.reshape(groups * out_per_group, in_per_group, kernel_h, kernel_w)
+
+
+def custom_autograd_applies(features: torch.Tensor) -> bool:
+    """Whether this module's custom ``autograd.Function`` s may run: not under torch.func
+    transforms (``vmap``, ``grad``; they have no batching rules) nor autocast (their backward
+    would mix autocast's dtypes). Otherwise the layers use the plain expressions they equal."""
+    return not (torch._C._are_functorch_transforms_active() or torch.is_autocast_enabled(features.device.type))
 
 
 class _ComposedKernelConv2d(torch.autograd.Function):
@@ -135,14 +145,23 @@ class _ComposedKernelConv2d(torch.autograd.Function):
             # kernel[g, o*s] = coefficients[o*s] @ atoms[g]  (see compose_kernel)
             out_per_group, in_per_group, num_atoms = coefficients.shape
             num_groups, _, kernel_h, kernel_w = atoms.shape
-            grad_kernel = grad_kernel.reshape(num_groups, out_per_group * in_per_group, kernel_h * kernel_w)
-            atom_rows = atoms.reshape(num_groups, num_atoms, kernel_h * kernel_w)
-            if need_coefficients:
-                grad_coefficients = torch.matmul(grad_kernel, atom_rows.transpose(1, 2)).sum(0)
-                grad_coefficients = grad_coefficients.reshape(coefficients.shape)
-            if need_atoms:
-                coefficient_rows = coefficients.reshape(out_per_group * in_per_group, num_atoms)
-                grad_atoms = torch.matmul(coefficient_rows.t(), grad_kernel).reshape(atoms.shape)
+            rows, taps = out_per_group * in_per_group, kernel_h * kernel_w
+            if num_groups == 1:  # 2D products: no group dimension to sum over or copy
+                grad_kernel = grad_kernel.reshape(rows, taps)
+                atom_rows = atoms.reshape(num_atoms, taps)
+                if need_coefficients:
+                    grad_coefficients = grad_kernel.mm(atom_rows.t()).reshape(coefficients.shape)
+                if need_atoms:
+                    grad_atoms = coefficients.reshape(rows, num_atoms).t().mm(grad_kernel).reshape(atoms.shape)
+            else:
+                grad_kernel = grad_kernel.reshape(num_groups, rows, taps)
+                atom_rows = atoms.reshape(num_groups, num_atoms, taps)
+                if need_coefficients:
+                    grad_coefficients = torch.matmul(grad_kernel, atom_rows.transpose(1, 2)).sum(0)
+                    grad_coefficients = grad_coefficients.reshape(coefficients.shape)
+                if need_atoms:
+                    coefficient_rows = coefficients.reshape(rows, num_atoms)
+                    grad_atoms = torch.matmul(coefficient_rows.t(), grad_kernel).reshape(atoms.shape)
         return grad_features, grad_coefficients, grad_atoms, None, None, None, None
 
 
@@ -153,18 +172,52 @@ def composed_conv2d(features: torch.Tensor, coefficients: torch.Tensor, atoms: t
 
     Equal to ``F.conv2d(features, compose_kernel(coefficients, atoms), bias, ...)`` to second
     order, but the kernel is not kept between forward and backward (:class:`_ComposedKernelConv2d`).
-    Under torch.func transforms (``vmap``, ``grad``), under autocast and with asymmetric
-    ``"same"`` padding it is exactly that plain expression: the recomputing Function has no
-    batching rule, its backward would mix autocast's dtypes, and ``convolution_backward`` wants
-    one padding per side pair.
+    Under torch.func transforms and autocast (:func:`custom_autograd_applies`) and with asymmetric
+    ``"same"`` padding it is exactly that plain expression (``convolution_backward`` wants one
+    padding per side pair).
     """
     if isinstance(padding, str):
         padding = explicit_padding(padding, tuple(atoms.shape[-2:]), dilation) or padding
-    if isinstance(padding, str) or torch._C._are_functorch_transforms_active() \
-            or torch.is_autocast_enabled(features.device.type):
+    if isinstance(padding, str) or not custom_autograd_applies(features):
         return F.conv2d(features, compose_kernel(coefficients, atoms), bias, stride, padding, dilation, groups)
     output = _ComposedKernelConv2d.apply(features, coefficients, atoms, stride, padding, dilation, groups)
     return output if bias is None else output + bias.view(1, -1, 1, 1)
+
+
+class _CoefficientProduct(torch.autograd.Function):
+    """``coefficient_matrix @ responses`` whose gradients, at every order, come out contiguous.
+
+    Why: autograd's backward of ``A @ R`` forms the responses' gradient as ``A.t() @ G``. Under
+    second-order MAML that product is in the graph, and its own backward hands ``A`` a
+    *transposed* gradient; added to the contiguous gradients of the other layers sharing ``A``
+    (and scattered into the shared coefficient tensor), a transposed ``C_out x C_in*m`` matrix is
+    read across rows, several times slower than a contiguous one. Writing the responses'
+    gradient as ``(G.t() @ A).t()`` gives the same values and a contiguous gradient for ``A``
+    in the double backward. The backward is differentiable code, so every order is exact.
+    """
+
+    @staticmethod
+    def forward(ctx, coefficient_matrix, responses):
+        ctx.save_for_backward(coefficient_matrix, responses)
+        return coefficient_matrix.mm(responses)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        coefficient_matrix, responses = ctx.saved_tensors
+        grad_coefficients = grad_responses = None
+        if ctx.needs_input_grad[0]:
+            grad_coefficients = grad_output.mm(responses.t())
+        if ctx.needs_input_grad[1]:
+            grad_responses = grad_output.t().mm(coefficient_matrix).t()
+        return grad_coefficients, grad_responses
+
+
+def coefficient_product(coefficient_matrix: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+    """``coefficient_matrix.mm(responses)``, the factored path's second product, differentiated
+    through :class:`_CoefficientProduct` where custom functions apply."""
+    if not custom_autograd_applies(responses):
+        return coefficient_matrix.mm(responses)
+    return _CoefficientProduct.apply(coefficient_matrix, responses)
 
 
 def factored_conv2d(
@@ -199,8 +252,8 @@ def factored_conv2d(
     responses = torch.matmul(atoms.reshape(groups, num_atoms, taps),
                              patches.reshape(groups, taps, batch * in_per_group * positions))
     responses = responses.reshape(groups, num_atoms, batch, in_per_group, positions).permute(3, 1, 2, 0, 4)
-    output = torch.matmul(coefficients.reshape(out_per_group, in_per_group * num_atoms),
-                          responses.reshape(in_per_group * num_atoms, batch * groups * positions))
+    output = coefficient_product(coefficients.reshape(out_per_group, in_per_group * num_atoms),
+                                 responses.reshape(in_per_group * num_atoms, batch * groups * positions))
     output = output.reshape(out_per_group, batch, groups, positions).permute(1, 2, 0, 3)
     height, width = _conv_output_size(features.shape[-2:], (kernel_h, kernel_w), stride, padding, dilation)
     output = output.reshape(batch, groups * out_per_group, height, width)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_acdc.nn import ACDCConv2d, channel_shuffle, compose_kernel
-from fewshot_acdc.nn.acdc import composed_conv2d
+from fewshot_acdc.nn.acdc import coefficient_product, composed_conv2d
 
 
 def hand_assembled_kernel(coefficients, atoms, out_channels, in_channels, groups):
@@ -357,3 +357,29 @@ def test_composed_conv2d_under_autocast_is_the_plain_expression():
     output.float().sum().backward()
     assert layer.atoms.grad.dtype == torch.float32 and layer.coefficients.grad is not None
     torch.testing.assert_close(output.float(), layer(images), rtol=0.05, atol=0.05)
+
+
+def test_coefficient_product_equals_a_matrix_product_at_every_order():
+    torch.manual_seed(8)
+    inputs = (torch.randn(5, 6, dtype=torch.float64, requires_grad=True),
+              torch.randn(6, 4, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(coefficient_product, inputs)
+    assert torch.autograd.gradgradcheck(coefficient_product, inputs)
+    torch.testing.assert_close(coefficient_product(*inputs), inputs[0] @ inputs[1])
+
+
+def test_coefficient_product_hands_a_sliced_coefficient_tensor_contiguous_gradients_in_a_double_backward():
+    """The reason it exists. A layer's coefficients are a column slice of the shared tensor (a
+    strided matrix); through a plain matrix product, the second-order pass gives that slice a
+    transposed gradient, and adding transposed coefficient-sized matrices is slow."""
+    shared = torch.randn(16, 48, requires_grad=True)
+    responses = torch.randn(24, 10, requires_grad=True)
+    weights = torch.randn(24, 10)
+    for product, contiguous in ((coefficient_product, True), (torch.mm, False)):
+        coefficients = shared[:, :24]
+        output = product(coefficients, responses)
+        (grad_responses,) = torch.autograd.grad(output.square().sum(), responses, create_graph=True)
+        captured = []
+        coefficients.register_hook(lambda grad: captured.append(grad.is_contiguous()))
+        (grad_responses * weights).sum().backward()
+        assert captured == [contiguous], product

@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from fewshot_acdc.models import create_backbone
 from fewshot_acdc.nn import ACDCConv2d
-from fewshot_acdc.nn.sharing import SharedSlice, nested_coefficient_slices, nested_leading_slices
+from fewshot_acdc.nn.sharing import SharedSlice, leading_slices, nested_coefficient_slices, nested_leading_slices
 
 
 def test_each_view_is_the_leading_slice_cut_from_the_smallest_larger_view():
@@ -29,6 +29,61 @@ def test_each_view_is_the_leading_slice_cut_from_the_smallest_larger_view():
         chain.append(node)
         node = node.next_functions[0][0]
     assert views[(4, 4)].grad_fn in chain
+
+
+def test_leading_slices_are_views_from_one_autograd_node():
+    shared = torch.randn(8, 8, 2, requires_grad=True)
+    views = leading_slices(shared, [(2, 2), (8, 4), (8, 8), (2, 2)])
+    assert set(views) == {(2, 2), (8, 4), (8, 8)}
+    for (rows, cols), view in views.items():
+        torch.testing.assert_close(view, shared[:rows, :cols])
+        assert view.data_ptr() == shared.data_ptr()
+    assert len({view.grad_fn for view in views.values()}) == 1  # one backward for all shapes
+    with torch.no_grad():  # nothing to differentiate: plain views
+        assert all(view.grad_fn is None for view in leading_slices(shared, [(2, 2), (8, 8)]).values())
+
+
+def test_leading_slices_gradients_equal_plain_slicing_to_third_order():
+    """MAML differentiates through the inner loop's gradients: the backward of the slices
+    (one full-size sum) and its backward (slicing again) are checked as well."""
+    torch.manual_seed(3)
+    shared = torch.randn(4, 5, 2, dtype=torch.float64, requires_grad=True)
+    weights = {shape: torch.randn(*shape, 2, dtype=torch.float64) for shape in [(4, 5), (4, 3), (2, 3), (1, 1)]}
+
+    def function(tensor, slicer):
+        views = slicer(tensor, list(weights))
+        # the (1, 1) slice is cut but unused: its gradient is None, not a zero tensor
+        return sum((views[shape].sin() * weight).sum() for shape, weight in weights.items() if shape != (1, 1))
+
+    def plain(tensor, shapes):
+        return {shape: tensor[:shape[0], :shape[1]] for shape in shapes}
+
+    assert torch.autograd.gradcheck(lambda tensor: function(tensor, leading_slices), (shared,))
+    assert torch.autograd.gradgradcheck(lambda tensor: function(tensor, leading_slices), (shared,))
+    results = []
+    for slicer in (leading_slices, plain):
+        (first,) = torch.autograd.grad(function(shared, slicer), shared, create_graph=True)
+        (second,) = torch.autograd.grad(first.cos().sum(), shared, create_graph=True)
+        (third,) = torch.autograd.grad(second.square().sum(), shared)
+        results.append((first, second, third))
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference)
+
+
+def test_leading_slices_under_vmap_are_cut_from_each_other():
+    """torch.func transforms (the engine's vmap task batching) take the nested views."""
+    shared = torch.randn(3, 4, 4, 2)
+
+    def loss(tensor):
+        views = leading_slices(tensor, [(2, 2), (4, 2)])
+        return views[(2, 2)].square().sum() + views[(4, 2)].sum()
+
+    batched = torch.func.vmap(torch.func.grad(loss))(shared)
+    for index in range(3):
+        expected = torch.zeros(4, 4, 2)
+        expected[:2, :2] += 2 * shared[index, :2, :2]
+        expected[:, :2] += 1
+        torch.testing.assert_close(batched[index], expected)
 
 
 def test_a_shared_slice_is_copied_at_most_once_and_only_when_asked():
@@ -62,8 +117,9 @@ def test_layers_share_one_copy_per_shape_on_the_kernel_path_and_none_on_the_fact
 
 
 def test_a_slice_larger_than_the_tensor_is_refused():
-    with pytest.raises(ValueError, match=r"slice \(9, 2\) does not fit"):
-        nested_leading_slices(torch.zeros(8, 8, 2), [(9, 2)])
+    for slicer in (nested_leading_slices, leading_slices):
+        with pytest.raises(ValueError, match=r"slice \(9, 2\) does not fit"):
+            slicer(torch.zeros(8, 8, 2, requires_grad=True), [(9, 2)])
 
 
 def _logits_without_nesting(model, images):
