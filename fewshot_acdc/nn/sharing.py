@@ -43,16 +43,22 @@ from .acdc import ACDCConv2d
 Shape2 = Tuple[int, int]
 
 
+def _check_slices_fit(shared: torch.Tensor, shapes: Iterable[Shape2]) -> None:
+    for rows, cols in shapes:
+        if rows > shared.shape[0] or cols > shared.shape[1]:
+            raise ValueError(f"slice {(rows, cols)} does not fit a shared tensor of shape {tuple(shared.shape)}")
+
+
 def nested_leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2]) -> Dict[Shape2, torch.Tensor]:
     """``shared[:O, :s]`` for every ``(O, s)`` in ``shapes`` (views), each taken from the
     smallest already-made one that contains it (the full tensor for the largest)."""
+    shapes = list(shapes)
+    _check_slices_fit(shared, shapes)
     full: Shape2 = (shared.shape[0], shared.shape[1])
     views: Dict[Shape2, torch.Tensor] = {full: shared}
     for shape in sorted(set(shapes), key=lambda rows_cols: (-rows_cols[0] * rows_cols[1], rows_cols)):
         if shape in views:
             continue
-        if shape[0] > full[0] or shape[1] > full[1]:
-            raise ValueError(f"slice {shape} does not fit a shared tensor of shape {tuple(shared.shape)}")
         parent_shape = min((made for made in views if made[0] >= shape[0] and made[1] >= shape[1]),
                            key=lambda made: made[0] * made[1])
         views[shape] = views[parent_shape][:shape[0], :shape[1]]
@@ -63,9 +69,7 @@ def leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2]) -> Dict[Shape
     """``shared[:O, :s]`` for every distinct ``(O, s)`` in ``shapes`` (views), differentiated as
     one node whose backward builds a single full-size gradient (see the module docstring)."""
     distinct = tuple(sorted(set(shapes), key=lambda rows_cols: (-rows_cols[0] * rows_cols[1], rows_cols)))
-    for rows, cols in distinct:
-        if rows > shared.shape[0] or cols > shared.shape[1]:
-            raise ValueError(f"slice {(rows, cols)} does not fit a shared tensor of shape {tuple(shared.shape)}")
+    _check_slices_fit(shared, distinct)
     if torch._C._are_functorch_transforms_active() or not (torch.is_grad_enabled() and shared.requires_grad):
         return nested_leading_slices(shared, distinct)
     return dict(zip(distinct, _LeadingSlices.apply(shared, distinct)))
