@@ -8,7 +8,12 @@ import datetime
 import itertools
 import json
 import os
-from typing import Dict, Iterator, Sequence, Tuple
+import subprocess
+from typing import Dict, Iterator, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What a result depends on: the package and the benchmark scripts, not earlier results.
+MEASURED_CODE = ("fewshot_acdc", "benchmarks", ":(exclude)benchmarks/results")
 
 
 def configuration_grid(*axes: Sequence[str], conv_axis: int = 1, scope_axis: int = 2) -> Iterator[Tuple[str, ...]]:
@@ -26,8 +31,23 @@ def created_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def source_revision(root: str = ROOT) -> Dict[str, Optional[object]]:
+    """The git commit the measured code comes from, and whether that code (package and benchmark
+    scripts) had uncommitted changes; ``None`` for both outside a git checkout."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, check=True).stdout
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED_CODE).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "uncommitted_changes": None}
+    return {"git_commit": commit, "uncommitted_changes": bool(changed)}
+
+
 def save_report(report: Dict, path: str) -> None:
-    """Write ``report`` as indented JSON to ``path`` (folders created) and say where."""
+    """Write ``report`` as indented JSON to ``path`` (folders created) and say where; the code's
+    revision (:func:`source_revision`) is added as ``source`` unless the report has one."""
+    report = {**report, "source": report.get("source") or source_revision()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as handle:
         json.dump(report, handle, indent=1)

@@ -2,9 +2,10 @@
 
     python benchmarks/report.py            # reads benchmarks/results/*.json, writes docs/performance.md
 
-Sources: ``maml_step*.json`` from benchmarks/maml_step.py, ``saved_tensors.json`` from
-benchmarks/saved_tensors.py, ``precision.json`` from benchmarks/precision.py, ``evaluation.json``
-from benchmarks/evaluation.py and ``data_throughput.json`` from benchmarks/data_throughput.py.
+Sources: ``maml_step*.json`` from benchmarks/maml_step.py, ``maml_phases.json`` from
+benchmarks/maml_phases.py, ``saved_tensors.json`` from benchmarks/saved_tensors.py,
+``precision.json`` from benchmarks/precision.py, ``evaluation.json`` from benchmarks/evaluation.py
+and ``data_throughput.json`` from benchmarks/data_throughput.py.
 Every number in the page comes from one of them; the page names the command and machine of each.
 """
 from __future__ import annotations
@@ -24,11 +25,21 @@ def load(name: str) -> Optional[Dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def source_text(report: Dict) -> str:
+    """Which code a report measured (``source``, added by benchmarks.common.save_report); reports
+    saved before it was recorded say nothing."""
+    commit = (report.get("source") or {}).get("git_commit")
+    if not commit:
+        return ""
+    changed = " with uncommitted changes" if report["source"].get("uncommitted_changes") else ""
+    return f", code at {commit[:7]}{changed}"
+
+
 def machine_line(report: Dict) -> str:
     load_average = report.get("load_average_at_start") or report.get("load_average_at_end")
     shown = f", load average {load_average[0]:.1f}" if load_average else ""
     return (f"{report.get('device', 'cpu')} ({report.get('device_name', '?')}, {report.get('cpu_count', '?')} cores"
-            f"{shown}), torch {report.get('torch', '?')}, created {report.get('created', '?')}")
+            f"{shown}), torch {report.get('torch', '?')}, created {report.get('created', '?')}{source_text(report)}")
 
 
 def step_table(report: Dict) -> List[str]:
@@ -95,9 +106,37 @@ def step_section(title: str, report: Dict) -> List[str]:
     ]
 
 
+def phases_section(report: Dict) -> List[str]:
+    settings = report["settings"]
+    lines = ["## Where a meta-step's time goes", "",
+             f"`{report.get('command')}`, torch {report.get('torch', '?')}, {report.get('threads', '?')} thread(s), "
+             f"created {report.get('created', '?')}{source_text(report)}: one task ({settings['ways']}-way "
+             f"{settings['shots']}-shot, {settings['queries']} queries per class, {settings['inner_steps']} inner "
+             f"steps), seconds per phase (median of {settings['repeats']} repeats). `query pass` is the query forward "
+             "and backward at the meta-parameters without an inner loop: every scope pays it.", "",
+             "| backbone | px | conv | scope | order | inner loop | query forward | backward | total | query pass |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        cells = [f"{row[phase]:.2f}" if phase in row else "" for phase in
+                 ("inner", "query_forward", "backward", "total", "query_pass")]
+        lines.append(f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "What the `atoms` scope can change: the part of scope `all`'s step above the query pass "
+              "(`rest`), and what that part would need to be for `atoms` to take 0.75x of `all`:", "",
+              "| backbone | conv | order | query pass / all | atoms / all | atoms' rest / all's rest "
+              "| needed for 0.75x |",
+              "|---|---|---|---|---|---|---|"]
+    for entry in report["floor"]:
+        lines.append(f"| {entry['backbone']} | {entry['conv']} | {entry['order']} | {entry['floor_share']:.2f} | "
+                     f"{entry['atoms_vs_all']:.2f} | {entry['atoms_part_ratio']:.2f} | "
+                     f"{entry['atoms_part_needed']:.2f} |")
+    return lines + [""]
+
+
 def saved_tensors_section(report: Dict) -> List[str]:
     lines = ["## What the graph holds when the query loss is computed", "",
-             f"`{report.get('command')}`, torch {report.get('torch', '?')}, created {report.get('created', '?')}: "
+             f"`{report.get('command')}`, torch {report.get('torch', '?')}, created {report.get('created', '?')}"
+             f"{source_text(report)}: "
              "one task (5-way 1-shot, 15 queries per class, 5 inner steps); bytes saved for backward by the "
              "graph's nodes, each storage once, parameters excluded. Exact, allocator-independent; the "
              "three ops that hold most are named.", "",
@@ -112,8 +151,9 @@ def saved_tensors_section(report: Dict) -> List[str]:
 def precision_section(report: Dict) -> List[str]:
     lines = [f"## Meta-gradient accuracy: float32 and bfloat16 autocast against float64 ({report.get('device', 'cpu')})", "",
              f"`{report.get('command')}` on {report.get('device_name', report.get('device', '?'))}, torch "
-             f"{report.get('torch', '?')}, created {report.get('created', '?')}: one task's meta-gradient, same "
-             "initialization and episode; relative error |g - g64| / |g64| and cosine to the float64 gradient.", "",
+             f"{report.get('torch', '?')}, created {report.get('created', '?')}{source_text(report)}: one task's "
+             "meta-gradient, same initialization and episode; relative error |g - g64| / |g64| and cosine to the "
+             "float64 gradient.", "",
              "| backbone | px | conv | scope | order | float32 rel. error | float32 cosine | bf16-autocast rel. error "
              "| bf16-autocast cosine |", "|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
@@ -161,7 +201,8 @@ def main(argv=None) -> int:
         report = load(name)
         if report:
             parts.append("\n".join(step_section(title, report)))
-    for name, section in (("saved_tensors.json", saved_tensors_section), ("precision.json", precision_section),
+    for name, section in (("maml_phases.json", phases_section), ("saved_tensors.json", saved_tensors_section),
+                          ("precision.json", precision_section),
                           ("precision_gpu.json", precision_section)):
         report = load(name)
         if report:

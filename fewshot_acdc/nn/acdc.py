@@ -112,6 +112,35 @@ def custom_autograd_applies(features: torch.Tensor) -> bool:
     return not (torch._C._are_functorch_transforms_active() or torch.is_autocast_enabled(features.device.type))
 
 
+def gradients_to_compute(ctx) -> Tuple[bool, ...]:
+    """Which inputs of a custom ``autograd.Function`` its ``backward`` has to differentiate now.
+
+    ``ctx.needs_input_grad`` only says which inputs required grad in the forward. When a backward
+    asks for some tensors only (``autograd.grad(loss, atoms)``: MAML's inner loop with scope
+    ``atoms``), the engine skips the branches that lead elsewhere, built-in ops skip computing
+    their gradients, and so should these functions: otherwise the factored path computes every
+    shared coefficient's gradient (as large a product as its forward) only for it to be dropped.
+    The engine can say so for inputs that have a ``grad_fn`` (:func:`with_grad_fn` gives leaves
+    one); otherwise, and outside a backward, ``needs_input_grad`` stands.
+    """
+    wanted = []
+    for needed, (node, _) in zip(ctx.needs_input_grad, ctx.next_functions):
+        if needed and node is not None:
+            try:
+                needed = torch._C._will_engine_execute_node(node)
+            except RuntimeError:
+                pass
+        wanted.append(bool(needed))
+    return tuple(wanted)
+
+
+def with_grad_fn(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or for a leaf that requires grad a view of it: the engine cannot tell a custom
+    function whether a leaf's gradient is wanted (:func:`gradients_to_compute`), but it can for
+    the view's node."""
+    return tensor.view_as(tensor) if tensor.is_leaf and tensor.requires_grad else tensor
+
+
 class _ComposedKernelConv2d(torch.autograd.Function):
     """``conv2d(x, compose_kernel(A, D))`` that keeps ``x``, ``A`` and ``D`` for backward, not the kernel.
 
@@ -135,7 +164,7 @@ class _ComposedKernelConv2d(torch.autograd.Function):
     def backward(ctx, grad_output):
         features, coefficients, atoms = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
-        need_features, need_coefficients, need_atoms = ctx.needs_input_grad[:3]
+        need_features, need_coefficients, need_atoms = gradients_to_compute(ctx)[:3]
         kernel = compose_kernel(coefficients, atoms)
         grad_features, grad_kernel, _ = torch.ops.aten.convolution_backward(
             grad_output, features, kernel, None, stride, padding, dilation, False, (0, 0), groups,
@@ -180,7 +209,8 @@ def composed_conv2d(features: torch.Tensor, coefficients: torch.Tensor, atoms: t
         padding = explicit_padding(padding, tuple(atoms.shape[-2:]), dilation) or padding
     if isinstance(padding, str) or not custom_autograd_applies(features):
         return F.conv2d(features, compose_kernel(coefficients, atoms), bias, stride, padding, dilation, groups)
-    output = _ComposedKernelConv2d.apply(features, coefficients, atoms, stride, padding, dilation, groups)
+    output = _ComposedKernelConv2d.apply(with_grad_fn(features), with_grad_fn(coefficients), with_grad_fn(atoms),
+                                         stride, padding, dilation, groups)
     return output if bias is None else output + bias.view(1, -1, 1, 1)
 
 
@@ -204,10 +234,11 @@ class _CoefficientProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         coefficient_matrix, responses = ctx.saved_tensors
+        need_coefficients, need_responses = gradients_to_compute(ctx)
         grad_coefficients = grad_responses = None
-        if ctx.needs_input_grad[0]:
+        if need_coefficients:
             grad_coefficients = grad_output.mm(responses.t())
-        if ctx.needs_input_grad[1]:
+        if need_responses:
             grad_responses = grad_output.t().mm(coefficient_matrix).t()
         return grad_coefficients, grad_responses
 
@@ -217,7 +248,7 @@ def coefficient_product(coefficient_matrix: torch.Tensor, responses: torch.Tenso
     through :class:`_CoefficientProduct` where custom functions apply."""
     if not custom_autograd_applies(responses):
         return coefficient_matrix.mm(responses)
-    return _CoefficientProduct.apply(coefficient_matrix, responses)
+    return _CoefficientProduct.apply(with_grad_fn(coefficient_matrix), with_grad_fn(responses))
 
 
 def factored_conv2d(

@@ -381,3 +381,35 @@ def test_coefficient_product_hands_a_sliced_coefficient_tensor_contiguous_gradie
     coefficients.register_hook(lambda grad: captured.append(grad))
     (grad_responses * torch.randn(24, 10)).sum().backward()
     assert len(captured) == 1 and captured[0].is_contiguous()
+
+
+@pytest.mark.parametrize("compute", ["factored", "kernel"])
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_a_backward_for_the_atoms_alone_skips_the_coefficient_gradient(compute, create_graph):
+    """MAML's inner loop with scope ``atoms`` asks autograd for the atoms only; the layer's custom
+    backward must then not compute the coefficients' gradient (the engine would drop it). Counted
+    exactly: the backward for the atoms alone costs the backward for both minus the one product
+    that forms the coefficients' gradient (factored path: gradient of the output times the atom
+    responses, ``2 * C_out * (C_in * m) * B * H * W`` flops; composed path: kernel gradient times
+    the atoms, ``2 * C_out * C_in * k * k * m``), and the atoms' gradient is unchanged."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(9)
+    in_channels, out_channels, atoms, batch, size = 6, 10, 4, 3, 7
+    layer = ACDCConv2d(in_channels, out_channels, 3, padding=1, atoms=atoms, compute=compute)
+    images = torch.randn(batch, in_channels, size, size, requires_grad=True)
+
+    def backward_flops(wanted):
+        loss = layer(images).square().sum()
+        with FlopCounterMode(display=False) as counter:
+            grads = torch.autograd.grad(loss, wanted, create_graph=create_graph)
+        return counter.get_total_flops(), grads[0]
+
+    both_flops, atoms_grad_with_coefficients = backward_flops([layer.atoms, layer.coefficients, images])
+    atoms_flops, atoms_grad = backward_flops([layer.atoms, images])
+    if compute == "factored":
+        coefficient_gradient_flops = 2 * out_channels * in_channels * atoms * batch * size * size
+    else:
+        coefficient_gradient_flops = 2 * out_channels * in_channels * 9 * atoms
+    assert both_flops - atoms_flops == coefficient_gradient_flops
+    torch.testing.assert_close(atoms_grad, atoms_grad_with_coefficients)

@@ -1,0 +1,39 @@
+"""Specification of benchmarks/report.py: docs/performance.md is generated from the saved JSON."""
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
+spec = importlib.util.spec_from_file_location("performance_report", SCRIPT)
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+
+def test_the_committed_performance_page_is_what_the_saved_results_generate(tmp_path):
+    generated = tmp_path / "performance.md"
+    report.main(["--out", str(generated)])
+    committed = report.ROOT / "docs" / "performance.md"
+    assert generated.read_text() == committed.read_text(), "run python benchmarks/report.py"
+
+
+def test_a_section_names_the_commit_it_measured_and_says_when_the_code_had_changed():
+    assert report.source_text({}) == ""
+    assert report.source_text({"source": {"git_commit": None}}) == ""
+    clean = {"source": {"git_commit": "0123456789abcdef", "uncommitted_changes": False}}
+    assert report.source_text(clean) == ", code at 0123456"
+    changed = {"source": {"git_commit": "0123456789abcdef", "uncommitted_changes": True}}
+    assert report.source_text(changed) == ", code at 0123456 with uncommitted changes"
+
+
+def test_phase_section_lists_every_phase_and_the_query_pass_floor():
+    rows = [{"backbone": "resnet18", "conv": "acdc-net", "scope": "query-pass", "order": "-", "image_size": 84,
+             "query_pass": 1.0, "total": 1.0},
+            {"backbone": "resnet18", "conv": "acdc-net", "scope": "all", "order": "second", "image_size": 84,
+             "inner": 0.5, "query_forward": 0.5, "backward": 3.0, "total": 4.0}]
+    floor = [{"backbone": "resnet18", "conv": "acdc-net", "order": "second", "floor_share": 0.25,
+              "atoms_vs_all": 0.85, "atoms_part_ratio": 0.8, "atoms_part_needed": 0.667}]
+    settings = {"ways": 5, "shots": 1, "queries": 15, "inner_steps": 5, "inner_lr": 0.01, "repeats": 3}
+    lines = report.phases_section({"command": "python benchmarks/maml_phases.py", "settings": settings,
+                                   "rows": rows, "floor": floor})
+    assert "| resnet18 | 84 | acdc-net | all | second | 0.50 | 0.50 | 3.00 | 4.00 |  |" in lines
+    assert "| resnet18 | 84 | acdc-net | query-pass | - |  |  |  | 1.00 | 1.00 |" in lines
+    assert "| resnet18 | acdc-net | second | 0.25 | 0.85 | 0.80 | 0.67 |" in lines
