@@ -27,6 +27,21 @@ def configuration_grid(*axes: Sequence[str], conv_axis: int = 1, scope_axis: int
         yield combination
 
 
+def random_episode(generator, image_size: int, ways: int = 5, shots: int = 1, queries: int = 15, device="cpu"):
+    """A 5-way 1-shot (by default) episode of standard-normal images drawn from ``generator``:
+    support images, then query images, labels class-major. Benchmarks time and count the same
+    computation whatever the pixels are; every script draws them this one way."""
+    import torch  # here, not at the top: the grid drivers stay free of torch
+
+    from fewshot_acdc.meta import Episode
+    sets = []
+    for per_class in (shots, queries):
+        labels = torch.arange(ways).repeat_interleave(per_class)
+        images = torch.randn(labels.numel(), 3, image_size, image_size, generator=generator)
+        sets += [images.to(device), labels.to(device)]
+    return Episode(*sets)
+
+
 def created_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 

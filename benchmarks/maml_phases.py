@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from benchmarks.common import configuration_grid, created_now, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
 from fewshot_acdc.meta import adapted_parameter_names  # noqa: E402
 from fewshot_acdc.meta.functional import inner_loop, score_query  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
@@ -43,25 +43,15 @@ ATOMS_TARGET = 0.75
 PHASES = ("inner", "query_forward", "backward")
 
 
-def make_task(image_size: int, ways: int, shots: int, queries: int) -> Dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1234)
-    support_labels = torch.arange(ways).repeat_interleave(shots)
-    query_labels = torch.arange(ways).repeat_interleave(queries)
-    return {"support_images": torch.randn(support_labels.numel(), 3, image_size, image_size, generator=generator),
-            "support_labels": support_labels,
-            "query_images": torch.randn(query_labels.numel(), 3, image_size, image_size, generator=generator),
-            "query_labels": query_labels}
-
-
-def timed_meta_step(model, task, adapted_names: List[str], order: str, inner_steps: int,
+def timed_meta_step(model, episode, adapted_names: List[str], order: str, inner_steps: int,
                     inner_lr: float) -> Dict[str, float]:
     """One task's meta-gradient, phase by phase (seconds)."""
     params = dict(model.named_parameters())
     start = time.perf_counter()
-    adapted, _ = inner_loop(model, params, adapted_names, task["support_images"], task["support_labels"],
+    adapted, _ = inner_loop(model, params, adapted_names, episode.support_images, episode.support_labels,
                             inner_lr=inner_lr, steps=inner_steps, create_graph=order == "second")
     inner_done = time.perf_counter()
-    loss, _ = score_query(model, adapted, task["query_images"], task["query_labels"])
+    loss, _ = score_query(model, adapted, episode.query_images, episode.query_labels)
     forward_done = time.perf_counter()
     loss.backward()
     backward_done = time.perf_counter()
@@ -70,11 +60,11 @@ def timed_meta_step(model, task, adapted_names: List[str], order: str, inner_ste
             "backward": backward_done - forward_done}
 
 
-def timed_query_pass(model, task) -> Dict[str, float]:
+def timed_query_pass(model, episode) -> Dict[str, float]:
     """The query forward and backward at the meta-parameters: the part of every meta-step that
     no inner-loop scope changes."""
     start = time.perf_counter()
-    loss, _ = score_query(model, dict(model.named_parameters()), task["query_images"], task["query_labels"])
+    loss, _ = score_query(model, dict(model.named_parameters()), episode.query_images, episode.query_labels)
     loss.backward()
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
@@ -85,12 +75,13 @@ def measure_backbone(backbone: str, conv: str, scopes: List[str], orders: List[s
     torch.manual_seed(0)
     model = create_backbone(backbone, conv, num_classes=args.ways, image_size=args.image_size,
                             track_running_stats=False)
-    task = make_task(args.image_size, args.ways, args.shots, args.queries)
-    runs: Dict[tuple, Callable[[], Dict[str, float]]] = {("query-pass", "-"): lambda: timed_query_pass(model, task)}
+    # The grid's first episode (benchmarks/maml_step.py draws from the same seed).
+    episode = random_episode(torch.Generator().manual_seed(1234), args.image_size, args.ways, args.shots, args.queries)
+    runs: Dict[tuple, Callable[[], Dict[str, float]]] = {("query-pass", "-"): lambda: timed_query_pass(model, episode)}
     for _, _, scope, order in configuration_grid([backbone], [conv], scopes, orders):
         names = adapted_parameter_names(model, scope)
         runs[(scope, order)] = (lambda names=names, order=order:
-                                timed_meta_step(model, task, names, order, args.inner_steps, args.inner_lr))
+                                timed_meta_step(model, episode, names, order, args.inner_steps, args.inner_lr))
     samples: Dict[tuple, List[Dict[str, float]]] = {key: [] for key in runs}
     for repeat in range(args.repeats + 1):  # repeat 0 warms up
         for key, run in runs.items():

@@ -48,7 +48,7 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import configuration_grid, created_now, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "maml_step.json")
 IMPLEMENTATIONS = ("engine", "learn2learn", "higher")
@@ -87,18 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- worker side
 def make_episodes(config: Dict, torch, device):
-    from fewshot_acdc.meta import Episode
     generator = torch.Generator().manual_seed(1234)
-    ways, size = config["ways"], config["image_size"]
-    episodes = []
-    for _ in range(config["meta_batch"]):
-        sets = []
-        for per_class in (config["shots"], config["queries"]):
-            labels = torch.arange(ways).repeat_interleave(per_class)
-            images = torch.randn(labels.numel(), 3, size, size, generator=generator)
-            sets += [images.to(device), labels.to(device)]
-        episodes.append(Episode(*sets))
-    return episodes
+    return [random_episode(generator, config["image_size"], config["ways"], config["shots"], config["queries"], device)
+            for _ in range(config["meta_batch"])]
 
 
 def engine_step(config, model, episodes, optimizer):

@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.common import configuration_grid, created_now, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
 from fewshot_acdc.meta import MAML, Episode  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
 
@@ -69,9 +69,7 @@ def compare(config: Dict, device: torch.device) -> Dict:
     model = create_backbone(config["backbone"], config["conv"], image_size=size, track_running_stats=False).to(device)
     generator = torch.Generator().manual_seed(1)
     queries = config["queries"]
-    episode = Episode(torch.randn(5, 3, size, size, generator=generator).to(device), torch.arange(5).to(device),
-                      torch.randn(5 * queries, 3, size, size, generator=generator).to(device),
-                      torch.arange(5).repeat_interleave(queries).to(device))
+    episode = random_episode(generator, size, queries=queries, device=device)
     gradients = {precision: meta_gradient(model, episode, precision, config) for precision in PRECISIONS}
     reference = gradients["float64"]
     row = dict(config)

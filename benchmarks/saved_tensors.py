@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from benchmarks.common import configuration_grid, created_now, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
 from fewshot_acdc.meta import adapted_parameter_names  # noqa: E402
 from fewshot_acdc.meta.functional import classification_loss, inner_loop  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
@@ -77,13 +77,11 @@ def measure(backbone: str, conv: str, scope: str, order: str, image_size: int, i
     for module in model.modules():
         if compute and hasattr(module, "compute"):
             module.compute = compute
-    generator = torch.Generator().manual_seed(1)
-    support_images = torch.randn(5, 3, image_size, image_size, generator=generator)
-    query_images = torch.randn(5 * queries, 3, image_size, image_size, generator=generator)
+    episode = random_episode(torch.Generator().manual_seed(1), image_size, queries=queries)
     params = dict(model.named_parameters())
-    adapted, _ = inner_loop(model, params, adapted_parameter_names(model, scope), support_images, torch.arange(5),
-                            inner_lr=0.01, steps=inner_steps, create_graph=order == "second")
-    loss = classification_loss(model, adapted, query_images, torch.arange(5).repeat_interleave(queries))
+    adapted, _ = inner_loop(model, params, adapted_parameter_names(model, scope), episode.support_images,
+                            episode.support_labels, inner_lr=0.01, steps=inner_steps, create_graph=order == "second")
+    loss = classification_loss(model, adapted, episode.query_images, episode.query_labels)
     by_op = graph_saved_bytes(loss, exclude=params.values())
     return {"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": image_size,
             "saved_mb": sum(by_op.values()) / 2**20,

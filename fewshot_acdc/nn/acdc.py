@@ -123,12 +123,15 @@ def gradients_to_compute(ctx) -> Tuple[bool, ...]:
     The engine can say so for inputs that have a ``grad_fn`` (:func:`with_grad_fn` gives leaves
     one); otherwise, and outside a backward, ``needs_input_grad`` stands.
     """
+    # The engine's answer is what torch.autograd.graph.register_multi_grad_hook relies on; a torch
+    # without it computes every gradient that needs_input_grad names, as before.
+    will_execute = getattr(torch._C, "_will_engine_execute_node", None)
     wanted = []
     for needed, (node, _) in zip(ctx.needs_input_grad, ctx.next_functions):
-        if needed and node is not None:
+        if needed and node is not None and will_execute is not None:
             try:
-                needed = torch._C._will_engine_execute_node(node)
-            except RuntimeError:
+                needed = will_execute(node)
+            except RuntimeError:  # a leaf's node under autograd.grad, or not inside a backward
                 pass
         wanted.append(bool(needed))
     return tuple(wanted)
