@@ -15,9 +15,9 @@ with no inner loop. Every scope pays for it (the query set is the same and its b
 every parameter), so it is a floor under any scope's meta-step: ``floor_share`` is its fraction
 of scope ``all``'s step, and ``atoms_part_ratio`` compares the rest (what a scope can change)
 between ``atoms`` and ``all``. ``atoms_part_needed`` is the value that rest would need for
-``atoms`` to take 0.75x of ``all`` (the issue-7 target). Configurations of one backbone and conv
-run in one process, repeats interleaved across them; a phase's time is its median over repeats
-(after one warm-up). Saved to ``benchmarks/results/maml_phases.json``.
+``atoms`` to take 0.75x of ``all`` (the issue-7 target). Everything runs in this one process;
+the configurations of a backbone and conv share one model and episode and take their repeats in
+turn; a phase's time is its median over repeats (after one warm-up). Saved to ``benchmarks/results/maml_phases.json``.
 """
 from __future__ import annotations
 
