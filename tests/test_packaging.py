@@ -52,18 +52,36 @@ def quickstart_commands():
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def test_readme_quickstart_is_install_run_test():
-    commands = quickstart_commands()
-    assert len(commands) == 3, commands
-    install, run, test = commands
-    assert install == "bash scripts/install.sh"
-    assert run.startswith("python run_maml.py") and "builtin" in run
-    assert test.startswith("python -m pytest")
+def make_recipe(target: str) -> str:
+    """The command line of a Makefile target (one-line recipes, as this Makefile has)."""
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{target}:.*\n\t@?(.+)$", makefile, flags=re.M)
+    assert match, f"no '{target}' target in the Makefile"
+    return match.group(1).strip()
 
 
-def test_ci_runs_the_readme_install_and_test_commands():
-    install, _, test = quickstart_commands()
-    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    assert install in ci_lines
-    assert test in ci_lines
-    assert ci_lines.index(install) < ci_lines.index(test)
+def test_readme_quickstart_is_two_commands_that_set_themselves_up():
+    # Issue 17: install, main job and tests were three commands (plus an unshown venv).
+    assert quickstart_commands() == ["make demo", "make test"]
+    demo, test = make_recipe("demo"), make_recipe("test")
+    assert demo.startswith("bash scripts/with_env.sh python run_maml.py --config ") and "builtin" in demo
+    assert test.startswith("bash scripts/with_env.sh python -m pytest")
+    assert "scripts/install.sh" in (ROOT / "scripts" / "with_env.sh").read_text()
+
+
+def test_ci_runs_the_readme_test_command_and_installs_through_it():
+    _, test = quickstart_commands()
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert ci_lines[-1] == test
+    # No install of its own: the test command creates or reuses the environment, as for a user.
+    assert not [line for line in ci_lines if re.search(r"\bpip\b|install", line)]
+
+
+def test_the_install_stamp_covers_every_file_that_decides_what_is_installed():
+    with_env = (ROOT / "scripts" / "with_env.sh").read_text()
+    inputs = re.search(r"for f in (.+?); do", with_env).group(1).split()
+    called = set(re.findall(r"scripts/[\w.]+", (ROOT / "scripts" / "install.sh").read_text()))
+    called |= {f"scripts/{name}" for name in re.findall(r'\$here/([\w.]+)',
+                                                         (ROOT / "scripts" / "install_learn2learn.sh").read_text())}
+    assert {"pyproject.toml", "scripts/install.sh"} | called <= set(inputs)

@@ -22,7 +22,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--benchmark", choices=BENCHMARKS, default="episodes")
     parser.add_argument("--shots", type=int, nargs="+", help="shot counts to evaluate (default: the run's)")
     parser.add_argument("--ways", type=int, help="default: the run's")
-    parser.add_argument("--episodes", type=int, help="default: the run's test_episodes (600)")
+    parser.add_argument("--episodes", type=int,
+                        help="fixed test episodes per shot count (default: test_episodes in the run's config.yaml)")
     parser.add_argument("--inner-steps-eval", type=int)
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--data-root")

@@ -114,7 +114,8 @@ def load_folder_dataset(split: str, root: str | os.PathLike | None, *, image_siz
     ``identifier`` (default ``folder-<root folder name>``) keys fixed episode files.
     """
     if root is None:
-        raise DatasetNotFoundError("the 'folder' dataset needs root=<folder with train/ val/ test/>")
+        raise DatasetNotFoundError("the 'folder' dataset needs root=<folder with train/ val/ test/> "
+                                   "(--data-root on the command line)")
     root = Path(root).expanduser()
     split_dir = find_split_folder(root, split)
     if split_dir is None:

@@ -31,7 +31,7 @@ from .cache import cached_images, file_signature, load_cached_images, parallel_f
 from .dataset import ArrayDataset
 from .errors import CorruptDataError, DatasetNotFoundError
 from .folder import decode_files_cached, find_split_folder, load_folder_split
-from .paths import candidate_roots, describe_searched
+from .paths import candidate_roots, describe_searched, how_to_look_elsewhere
 from .safe_pickle import safe_load_pickle
 
 # Per-channel statistics of miniImageNet's training images (as used by MetaOptNet, RFS, FEAT).
@@ -68,7 +68,8 @@ def detect_layout(root: Path, split: str) -> str | None:
     return None
 
 
-def not_found_message(split: str, searched: list[Path]) -> str:
+def not_found_message(split: str, searched: list[Path], root: str | os.PathLike | None = None) -> str:
+    """``root``: the folder the caller gave (None: the default was searched)."""
     first = searched[0]
     return (
         f"miniImageNet '{split}' split not found; searched {describe_searched(searched)}.\n"
@@ -77,6 +78,7 @@ def not_found_message(split: str, searched: list[Path]) -> str:
         f"  (b) Ravi split CSV:       {first / f'{split}.csv'} plus {first / 'images'}/<filename> "
         f"(flat) or images/<label>/<filename>\n"
         f"  (c) folder per class:     {first / split}/<class>/*.jpg\n"
+        f"{how_to_look_elsewhere(root)}\n"
         f"{WHERE_TO_GET}"
     )
 
@@ -255,7 +257,7 @@ def load_miniimagenet(split: str, root: str | os.PathLike | None = None, *, imag
         assert split_dir is not None
         return load_folder_split(split_dir, image_size=size, cache_dir=cache_dir, cache=cache,
                                  layout_name="folder per class", hint=WHERE_TO_GET, **common)
-    raise DatasetNotFoundError(not_found_message(split, searched))
+    raise DatasetNotFoundError(not_found_message(split, searched, root))
 
 
 def _layout_present(folder: Path, split: str, layout: str) -> bool:

@@ -55,7 +55,7 @@ from .dataset import ArrayDataset
 from .episodes import Episode, _PortableRandom
 from .errors import CorruptDataError, DatasetNotFoundError
 from .images import decode_image
-from .paths import candidate_roots, describe_searched
+from .paths import candidate_roots, describe_searched, how_to_look_elsewhere
 from .transforms import to_model_input
 
 # Mean and std of inverted (ink = 1) Omniglot pixels at 28 x 28, measured over all 242 characters
@@ -186,14 +186,15 @@ def split_characters(sources: dict[str, _Source]) -> tuple[
     return splits, owner, drawings, rule
 
 
-def _not_found(split: str, searched: list[Path]) -> DatasetNotFoundError:
+def _not_found(split: str, searched: list[Path], root: str | os.PathLike | None) -> DatasetNotFoundError:
     first = searched[0]
     return DatasetNotFoundError(
         f"Omniglot '{split}' split: no Omniglot images found; searched {describe_searched(searched)}.\n"
         f"Layouts looked for (in each searched folder, shown for {first}):\n"
         f"  full:    {first}/images_background[.zip] and {first}/images_evaluation[.zip]\n"
         f"  minimal: {first}/images_background_small1[.zip] and/or images_background_small2[.zip]\n"
-        f"  each containing <alphabet>/<character>/<drawing>.png\n{WHERE_TO_GET}")
+        f"  each containing <alphabet>/<character>/<drawing>.png\n{how_to_look_elsewhere(root)}\n"
+        f"{WHERE_TO_GET}")
 
 
 def load_omniglot(split: str, root: str | os.PathLike | None = None, *, image_size: int | None = None,
@@ -207,7 +208,7 @@ def load_omniglot(split: str, root: str | os.PathLike | None = None, *, image_si
         if sources:
             break
     else:
-        raise _not_found(split, searched)
+        raise _not_found(split, searched, root)
     splits, owner, drawings, rule = split_characters(sources)
     characters = splits[split]
     if not characters:

@@ -15,17 +15,18 @@ Command line: ``python -m fewshot_acdc.results RUN_OR_PARENT [...] --out DIR``.
 """
 
 from .compare import PairedComparison, apply_holm, compare_evals, default_comparisons, paired_comparison
-from .figure import Series, figure_series, plot_accuracy_vs_depth
+from .figure import Series, draw_accuracy_vs_depth, figure_series, plot_accuracy_vs_depth
 from .published import CHEN_2019, PUBLISHED, PUBLISHED_LABEL, PublishedResult, PublishedSource
 from .render import fmt_acc, fmt_params
 from .report import Report, ReportPaths, build_report, save_report, write_report
 from .runs import EvalResult, RunIdentity, RunRecord, collect_runs, discover_runs, load_run
 from .stats import PairedStats, holm_adjust, mean_ci95, paired_stats
-from .table import Cell, ResultsTable, Row, RowKey, build_table
+from .table import Cell, CrossShot, ResultsTable, Row, RowKey, build_table
 
 __all__ = [
     "CHEN_2019",
     "Cell",
+    "CrossShot",
     "EvalResult",
     "PUBLISHED",
     "PUBLISHED_LABEL",
@@ -48,6 +49,7 @@ __all__ = [
     "compare_evals",
     "default_comparisons",
     "discover_runs",
+    "draw_accuracy_vs_depth",
     "figure_series",
     "fmt_acc",
     "fmt_params",

@@ -16,7 +16,7 @@ from .compare import DEFAULT_ALPHA, PairedComparison
 from .published import PublishedSource
 from .runs import RunRecord
 from .stats import WILCOXON_DESCRIPTION
-from .table import CELL_CONFLICT, CELL_OK, ResultsTable, Row, backbone_label, conv_label
+from .table import CELL_CONFLICT, CELL_CROSS, CELL_OK, ResultsTable, Row, backbone_label, conv_label
 
 DASH = "—"
 
@@ -95,6 +95,11 @@ def _per_shot(values: Sequence[str]) -> str:
     return " / ".join(values)
 
 
+def trained_label(shots: int | None) -> str:
+    """What a cross-shot cell says next to its number: the protocol differs from the column's."""
+    return f"trained {shots}-shot" if shots is not None else "trained at another shot count"
+
+
 def _adapt_text(row: Row) -> str:
     return (row.key.adapt or "?") + (", first-order" if row.key.first_order else "")
 
@@ -145,6 +150,8 @@ def results_table_markdown(table: ResultsTable, notes: _Notes) -> list[str]:
                 c = row.cells[k]
                 if c.status == CELL_OK:
                     text = fmt_acc(c.mean, c.ci95, c.episodes)
+                elif c.status == CELL_CROSS:
+                    text = f"{fmt_acc(c.mean, c.ci95, c.episodes)}, {trained_label(c.trained_shots)}"
                 elif c.status == CELL_CONFLICT:
                     text = f"conflict: {len(c.candidates)} runs"
                 else:
@@ -164,6 +171,36 @@ def results_table_markdown(table: ResultsTable, notes: _Notes) -> list[str]:
             )
         lines += _md_table(header, body) + [""]
     return lines
+
+
+def cross_shot_markdown(table: ResultsTable) -> list[str]:
+    """Every evaluation at another shot count than the run was trained with, as such."""
+    if not table.cross_shot:
+        return []
+    show_dataset = len({c.key.dataset for c in table.cross_shot}) > 1
+    header = (["Dataset"] if show_dataset else []) + [
+        "Run", "Backbone", "Conv", "Adapt", "Trained", "Evaluated", "Accuracy (%)", "In the table",
+    ]
+    body = []
+    for c in table.cross_shot:
+        in_table = (f"yes: {table.ways}-way {c.shots}-shot column" if c.in_table
+                    else "no" + (f" ({c.shots}-shot is not a column)" if c.shots not in table.shots
+                                 else f" (the {c.shots}-shot cell has its own run or several of these)"))
+        body.append(([c.key.dataset or DASH] if show_dataset else []) + [
+            f"`{c.run.name}`", c.key.backbone_label, c.key.conv_label, c.key.adapt or "?",
+            f"{c.trained_shots}-shot", f"{table.ways}-way {c.shots}-shot",
+            fmt_acc(c.eval.mean, c.eval.ci95, c.eval.episodes), in_table,
+        ])
+    return [
+        "## Cross-shot evaluations",
+        "",
+        "Runs meta-trained at one shot count and evaluated at another (e.g. "
+        "`evaluate.py --shots 1 5` on a 1-shot run). That is a different protocol from a run "
+        "trained at the evaluated shot count, so these are shown as such, fill a table cell "
+        "only where no run of the row was trained at that count (labelled there), and are "
+        "never paired in comparisons.",
+        "",
+    ] + _md_table(header, body) + [""]
 
 
 def comparisons_markdown_table(
@@ -253,7 +290,10 @@ def runs_markdown(records: Sequence[RunRecord]) -> list[str]:
     body = []
     for r in records:
         i = r.identity
-        evals = ", ".join(f"{s} {w}w{k}s" for s, w, k in sorted(r.evals)) or DASH
+        evals = ", ".join(
+            f"{s} {w}w{k}s" + (" (cross-shot)" if i.shots is not None and k != i.shots else "")
+            for s, w, k in sorted(r.evals)
+        ) or DASH
         body.append(
             [
                 f"`{r.name}`",
@@ -323,9 +363,11 @@ def render_markdown(
         f"From {n_runs} run director{'y' if n_runs == 1 else 'ies'} ({len(used)} used in the "
         f"table). Accuracy in %: mean ± 95% CI (number of episodes) on the `{table.split}` "
         "split, recomputed from `per_episode_accuracy` (CI = 1.96·std/√n, population std). "
-        "The k-shot column of a row comes from the run of that row trained k-shot; time per "
-        "meta-step and peak memory are shown per shot count because those are separate "
-        "trainings."
+        "The k-shot column of a row comes from the run of that row trained k-shot (a run "
+        "trained at another shot count and evaluated k-shot appears there only when no such "
+        "run exists, labelled with the shot count it was trained at; see Cross-shot "
+        "evaluations); time per meta-step and peak memory are shown per shot count because "
+        "those are separate trainings."
         + (" Unfinished runs are included where marked." if table.include_unfinished else ""),
         "",
         "## Our results",
@@ -334,6 +376,7 @@ def render_markdown(
     lines += results_table_markdown(table, notes)
     if notes.items:
         lines += ["Notes:", ""] + [f"- [{i + 1}] {n}" for i, n in enumerate(notes.items)] + [""]
+    lines += cross_shot_markdown(table)
     lines += ["## Paired comparisons", ""] + comparisons_explanation(alpha)
     lines += comparisons_markdown_table(comparisons, alpha)
     if published:
@@ -381,7 +424,7 @@ def results_csv_header(table: ResultsTable) -> list[str]:
     for k in table.shots:
         p = f"acc_{table.ways}way_{k}shot"
         header += [f"{p}_mean_pct", f"{p}_ci95_pct", f"{p}_episodes", f"{p}_status",
-                   f"{p}_run", f"{p}_episode_set"]
+                   f"{p}_run", f"{p}_trained_shots", f"{p}_episode_set"]
     header += ["total_parameters", "adapted_parameters"]
     header += [f"seconds_per_meta_step_{k}shot" for k in table.shots]
     header += [f"peak_memory_mb_{k}shot" for k in table.shots]
@@ -408,6 +451,7 @@ def render_results_csv(table: ResultsTable) -> str:
                 _csv_float(c.mean, 100.0, 6), _csv_float(c.ci95, 100.0, 6),
                 "" if c.episodes is None else c.episodes, c.status,
                 c.run.name if c.run else ";".join(r.name for r in c.candidates),
+                "" if c.trained_shots is None else c.trained_shots,
                 c.eval.episode_set or "" if c.eval else "",
             ]
             all_notes += [f"{k}-shot: {n}" for n in c.notes]
@@ -524,6 +568,8 @@ def render_latex(table: ResultsTable, published: Sequence[PublishedSource] = ())
                 c = row.cells[k]
                 if c.status == CELL_OK:
                     cells.append(_tex_acc(c.mean, c.ci95, c.episodes))
+                elif c.status == CELL_CROSS:
+                    cells.append(f"{_tex_acc(c.mean, c.ci95, c.episodes)}, {trained_label(c.trained_shots)}")
                 elif c.status == CELL_CONFLICT:
                     cells.append("conflict")
                 else:
@@ -543,7 +589,11 @@ def render_latex(table: ResultsTable, published: Sequence[PublishedSource] = ())
         "\\bottomrule",
         "\\end{tabular}",
         f"\\caption{{Our runs: {table.ways}-way accuracy (\\%) on the {tex_escape(table.split)} "
-        "split, mean $\\pm$ 95\\% CI (episodes).}",
+        "split, mean $\\pm$ 95\\% CI (episodes)."
+        + (" A cell marked ``trained $k$-shot'' is a run meta-trained at another shot count "
+           "than its column, evaluated at the column's." if any(
+               c.status == CELL_CROSS for r in table.rows for c in r.cells.values()) else "")
+        + "}",
         "\\label{tab:fewshot-results}",
         "\\end{table}",
     ]

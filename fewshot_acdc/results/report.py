@@ -66,7 +66,7 @@ class Report:
             {
                 "schema_version": SCHEMA_VERSION,
                 "generated_by": "fewshot_acdc.results",
-                "units": "accuracies and CIs are fractions in [0, 1] (published: percent)",
+                "units": "accuracies and CIs are fractions in [0, 1] (published and figure points: percent)",
                 "settings": {
                     "split": self.table.split,
                     "ways": self.table.ways,

@@ -10,8 +10,13 @@ How runs become rows and cells (the rule is also in ``docs/results.md``):
   there it is the kind's size), ``group_size`` only for ACDC ones.
 * The ``k``-shot cell of a row takes the evaluation ``eval/<split>_<ways>way_<k>shot.json`` of a
   run of that row that was *trained* with ``shots == k`` (``summary.json``, else
-  ``config.yaml``). Evaluations at another shot count than the run trained with ("cross-shot")
-  stay in the run's record and ``results.json`` but never fill a table cell.
+  ``config.yaml``).
+* Evaluations at another shot count than the run trained with ("cross-shot": trained 1-shot,
+  evaluated 5-shot) are a different protocol, so they never stand in for a run trained k-shot
+  and are never paired in comparisons. They are not hidden either: every one is listed in
+  ``ResultsTable.cross_shot``, and a cell that no run trained k-shot fills shows the row's one
+  cross-shot evaluation at k shots, with status ``cross-shot`` and the training shot count
+  (``Cell.trained_shots``), so every rendering labels it.
 * If more than one run qualifies for a cell, the cell is a *conflict*: no number is picked, the
   candidates are listed in ``ResultsTable.problems`` with their accuracies. Pass only the run
   you mean (e.g. one seed) to resolve it.
@@ -41,6 +46,7 @@ from .runs import (
 CELL_OK = "ok"
 CELL_MISSING = "missing"
 CELL_CONFLICT = "conflict"
+CELL_CROSS = "cross-shot"
 
 _BACKBONE_NAMES = {"resnet": "ResNet", "conv": "Conv", "wrn": "WRN", "wideresnet": "WideResNet"}
 
@@ -174,8 +180,9 @@ class RowKey:
 
 @dataclass
 class Cell:
-    """One accuracy cell: ``status`` is ``ok`` (``run``/``eval`` set), ``missing`` or
-    ``conflict`` (``candidates`` lists the runs that all qualify)."""
+    """One accuracy cell: ``status`` is ``ok`` (``run``/``eval`` set), ``cross-shot`` (``run``/
+    ``eval`` set, but the run was trained at ``trained_shots``, not at this cell's shot count),
+    ``missing`` or ``conflict`` (``candidates`` lists the runs that all qualify)."""
 
     split: str
     ways: int
@@ -199,12 +206,22 @@ class Cell:
         return self.eval.episodes if self.eval else None
 
     @property
+    def trained_shots(self) -> int | None:
+        return self.run.identity.shots if self.run else None
+
+    @property
+    def is_cross_shot(self) -> bool:
+        return self.status == CELL_CROSS
+
+    # Time and memory describe a training. A cross-shot cell's run trained at another shot count,
+    # so its numbers would pass for a k-shot training's: they are left out of this column.
+    @property
     def seconds_per_meta_step(self) -> float | None:
-        return self.run.seconds_per_meta_step if self.run else None
+        return self.run.seconds_per_meta_step if self.run and not self.is_cross_shot else None
 
     @property
     def peak_memory_mb(self) -> float | None:
-        return self.run.peak_memory_mb if self.run else None
+        return self.run.peak_memory_mb if self.run and not self.is_cross_shot else None
 
     def to_dict(self) -> dict[str, Any]:
         e = self.eval
@@ -215,6 +232,7 @@ class Cell:
             "status": self.status,
             "run": self.run.name if self.run else None,
             "run_path": self.run.path if self.run else None,
+            "trained_shots": self.trained_shots,
             "eval_file": e.file if e else None,
             "mean_accuracy": e.mean if e else None,
             "ci95": e.ci95 if e else None,
@@ -255,6 +273,40 @@ class Row:
 
 
 @dataclass
+class CrossShot:
+    """An evaluation at ``shots`` of a run meta-trained at ``trained_shots`` (another count);
+    ``in_table`` when it is shown in its row's ``shots`` cell (no run trained at ``shots``)."""
+
+    key: RowKey
+    run: RunRecord
+    eval: EvalResult
+    trained_shots: int
+    in_table: bool = False
+
+    @property
+    def shots(self) -> int:
+        return self.eval.shots
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.eval
+        return {
+            **self.key.to_dict(),
+            "run": self.run.name,
+            "run_path": self.run.path,
+            "trained_shots": self.trained_shots,
+            "split": e.split,
+            "ways": e.ways,
+            "shots": e.shots,
+            "eval_file": e.file,
+            "mean_accuracy": e.mean,
+            "ci95": e.ci95,
+            "episodes": e.episodes,
+            "episode_set": e.episode_set,
+            "in_table": self.in_table,
+        }
+
+
+@dataclass
 class ResultsTable:
     split: str
     ways: int
@@ -264,6 +316,7 @@ class ResultsTable:
     problems: list[str] = field(default_factory=list)
     unused: list[tuple[RunRecord, str]] = field(default_factory=list)
     include_unfinished: bool = False
+    cross_shot: list[CrossShot] = field(default_factory=list)
 
     @property
     def datasets(self) -> list[str | None]:
@@ -291,6 +344,7 @@ class ResultsTable:
             "rows": [r.to_dict() for r in self.rows],
             "problems": list(self.problems),
             "unused_runs": [{"run": r.name, "reason": why} for r, why in self.unused],
+            "cross_shot": [c.to_dict() for c in self.cross_shot],
         }
 
 
@@ -317,20 +371,26 @@ def build_table(
     """Arrange runs into the comparison table (see the module docstring for the rules)."""
     shots = tuple(int(s) for s in shots)
     candidates: dict[RowKey, dict[int, list[RunRecord]]] = {}
+    cross_shot: list[CrossShot] = []
     unused: list[tuple[RunRecord, str]] = []
     for run in records:
         if not eligible(run, include_unfinished):
             continue
         key = RowKey.from_run(run)
         used = False
-        for k in shots:
-            if run.get_eval(split, ways, k) is None:
+        for (e_split, e_ways, k), result in sorted(run.evals.items()):
+            if (e_split, e_ways) != (split, ways):
                 continue
             if run.identity.shots is not None and run.identity.shots != k:
-                continue  # cross-shot evaluation: kept in the record, not in the table
-            candidates.setdefault(key, {}).setdefault(k, []).append(run)
-            used = True
-        if not used:
+                # cross-shot: listed whatever k is, shown in a cell only if k is a column
+                cross_shot.append(CrossShot(key, run, result, run.identity.shots))
+                used = used or k in shots
+            elif k in shots:
+                candidates.setdefault(key, {}).setdefault(k, []).append(run)
+                used = True
+        if used:
+            candidates.setdefault(key, {})  # a row even when only cross-shot evaluations fill it
+        else:
             have = ", ".join(f"{s} {w}-way {k}-shot" for s, w, k in sorted(run.evals)) or "none"
             unused.append(
                 (
@@ -338,8 +398,7 @@ def build_table(
                     (f"trained {run.identity.shots}-shot" if run.identity.shots is not None
                      else "training shot count unknown")
                     + f"; evaluations ({have}) match no column "
-                    f"({split} {ways}-way {'/'.join(map(str, shots))}-shot for a run trained "
-                    "with the same shot count)",
+                    f"({split} {ways}-way {'/'.join(map(str, shots))}-shot)",
                 )
             )
 
@@ -382,6 +441,8 @@ def build_table(
                     f"conflict: {len(runs)} runs qualify for {where}, {split} {ways}-way "
                     f"{k}-shot, so none is shown ({listed}). Pass only one of them."
                 )
+            else:
+                _fill_cross_shot(cell, [c for c in cross_shot if c.key == key and c.shots == k])
             cells[k] = cell
         row = Row(key=key, cells=cells)
         _fill_parameters(row)
@@ -395,7 +456,31 @@ def build_table(
         problems=problems,
         unused=unused,
         include_unfinished=include_unfinished,
+        cross_shot=sorted(cross_shot, key=lambda c: (c.key.sort_key(), c.shots, c.trained_shots, c.run.name)),
     )
+
+
+def _fill_cross_shot(cell: Cell, evaluations: list[CrossShot]) -> None:
+    """Show the one cross-shot evaluation of an otherwise empty cell, marked as such. Several
+    (e.g. runs trained 1-shot and 10-shot, both evaluated 5-shot) are different protocols with
+    no reason to prefer one: the cell stays empty and points at the list."""
+    if len(evaluations) == 1:
+        [c] = evaluations
+        cell.status, cell.run, cell.eval = CELL_CROSS, c.run, c.eval
+        c.in_table = True
+        cell.notes.append(
+            f"{c.run.name}: trained {c.trained_shots}-shot, evaluated {cell.shots}-shot "
+            f"(cross-shot); no run of this row was trained {cell.shots}-shot"
+        )
+        cell.notes.extend(f"{c.run.name}: {w}" for w in c.eval.warnings)
+        if c.run.status != STATUS_OK:
+            cell.notes.append(f"{c.run.name}: from an unfinished run (no summary.json)")
+    elif evaluations:
+        cell.notes.append(
+            f"{len(evaluations)} cross-shot evaluations at {cell.shots} shots ("
+            + ", ".join(f"{c.run.name}, trained {c.trained_shots}-shot" for c in evaluations)
+            + "), none trained at it; see Cross-shot evaluations"
+        )
 
 
 def _fill_parameters(row: Row) -> None:

@@ -79,3 +79,10 @@ def test_run_maml_script_help_lists_the_documented_flags():
 def test_evaluate_reports_a_missing_run(tmp_path, capsys):
     assert evaluate_cli.main(["--run", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_help_gives_the_episodes_default_that_is_used():
+    # Issue 17: it said "600" while a run's own test_episodes (200 in the quickstart) is used.
+    episodes = next(a for a in evaluate_cli.build_parser()._actions if "--episodes" in a.option_strings)
+    assert episodes.default is None and "test_episodes in the run's config.yaml" in episodes.help
+    assert "600" not in episodes.help

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fewshot_acdc.data.paths import data_root_from_env
+
 
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
@@ -21,13 +23,17 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def real_data() -> Path:
-    """$FEWSHOT_DATA, or skip the test when it is unset or missing."""
-    root = os.environ.get("FEWSHOT_DATA")
-    if not root:
-        pytest.skip("FEWSHOT_DATA is not set (real-data test)")
-    path = Path(root)
+    """$FEWSHOT_DATA as an absolute path, or skip the test when it is unset or missing.
+
+    Absolute as the loaders read it (``data_root_from_env``): a relative setting such as the
+    README's ``FEWSHOT_DATA=../shared/data`` would otherwise dangle once a test links to it
+    from a temporary folder."""
+    path = data_root_from_env()
+    if path is None:
+        pytest.skip("FEWSHOT_DATA is not set (real-data test; set it to the folder holding "
+                    "omniglot/ and miniimagenet_split/)")
     if not path.is_dir():
-        pytest.skip(f"FEWSHOT_DATA={root} is not a folder")
+        pytest.skip(f"FEWSHOT_DATA={os.environ['FEWSHOT_DATA']} is not a folder ({path})")
     return path
 
 

@@ -3,6 +3,8 @@
 - one panel per shot count, x = ResNet10/18/34, one line per method with 95% CI error bars;
 - the plotted numbers are exactly the table's (percent), non-ResNet backbones are left out;
 - published numbers are a separate series labelled ``published (Chen et al. 2019)``;
+- a cross-shot cell (trained 1-shot, evaluated 5-shot) is its own series, labelled with the
+  shot count it was trained at; every panel's y axis is in percent, empty panels included;
 - saved as valid PNG and SVG without a display; the SVG is reproducible byte for byte.
 """
 
@@ -16,6 +18,7 @@ from fewshot_acdc.results import (
     CHEN_2019,
     build_table,
     collect_runs,
+    draw_accuracy_vs_depth,
     figure_series,
     plot_accuracy_vs_depth,
 )
@@ -99,3 +102,34 @@ def test_svg_is_reproducible(sweep_report, tmp_path):
     plot_accuracy_vs_depth(table, None, tmp_path / "a.svg", published=[CHEN_2019])
     plot_accuracy_vs_depth(table, None, tmp_path / "b.svg", published=[CHEN_2019])
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+
+
+def test_a_cross_shot_evaluation_is_plotted_and_labelled_as_such(make_run, tmp_path):
+    # Issue 17: the 5-shot panel of a 1-shot run evaluated at 1 and 5 shots said "no results".
+    make_run("r18-1", conv="acdc-net", shots=1,
+             evals={"test_5way_1shot.json": [0.5, 0.7], "test_5way_5shot.json": [0.8, 0.9]})
+    table = build_table(collect_runs([tmp_path / "runs"]))
+    fig, series = draw_accuracy_vs_depth(table)
+    assert [(s.label, s.shots, s.trained_shots) for s in series] == [
+        ("MAML + ACDC-net (8 atoms)", 1, None),
+        ("MAML + ACDC-net (8 atoms) (trained 1-shot)", 5, 1),
+    ]
+    assert series[1].points[0].accuracy == pytest.approx(85.0)
+    one, five = fig.axes
+    [line_1], [line_5] = one.get_lines()[:1], five.get_lines()[:1]
+    assert line_1.get_color() == line_5.get_color()  # one method, one colour
+    assert (line_1.get_linestyle(), line_5.get_linestyle()) == ("-", ":")
+    plot_accuracy_vs_depth(table, None, tmp_path / "f.svg")
+    texts = svg_texts(tmp_path / "f.svg")
+    assert "MAML + ACDC-net (8 atoms) (trained 1-shot)" in texts and "no results" not in texts
+
+
+def test_every_panel_is_in_percent_even_with_nothing_to_plot(make_run, tmp_path):
+    make_run("r18-1", shots=1, evals={"test_5way_1shot.json": [0.5, 0.7]})
+    fig, _ = draw_accuracy_vs_depth(build_table(collect_runs([tmp_path / "runs"])))
+    one, five = fig.axes
+    low, high = five.get_ylim()
+    assert not five.get_lines() and five.get_ylabel() == one.get_ylabel() == "accuracy (%) ± 95% CI"
+    assert low <= 60 - 13.86 and high >= 60 + 13.86 and high <= 100  # the other panel's range, in %
+    fig, _ = draw_accuracy_vs_depth(build_table([]))
+    assert [ax.get_ylim() for ax in fig.axes] == [(0.0, 100.0), (0.0, 100.0)]

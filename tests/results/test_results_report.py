@@ -400,3 +400,36 @@ def test_number_formats():
         "0.0512", "1.00", "1.62", "12.3", "100", "812"
     ]
     assert (fmt_mb(2150.3), fmt_mb(None)) == ("2150", "—")
+
+
+def test_cross_shot_evaluations_are_shown_and_labelled_in_every_output(make_run, tmp_path):
+    # Issue 17: after `evaluate.py --shots 1 5` on a 1-shot run, results.md showed "—" for 5-shot.
+    make_run("r18-1", conv="acdc-net", shots=1, seconds_per_meta_step=1.5, peak_memory_mb=2000.0,
+             evals={"test_5way_1shot.json": [0.5, 0.7], "test_5way_5shot.json": [0.8, 0.9]})
+    make_run("r18-std-1", conv="standard", shots=1,
+             evals={"test_5way_1shot.json": [0.4, 0.6], "test_5way_5shot.json": [0.7, 0.7]})
+    paths = write_report([tmp_path / "runs"], tmp_path / "out", published=False)
+    text = paths.markdown.read_text(encoding="utf-8")
+    standard, row = md_tables(section(text, "## Our results"))[0]
+    assert standard["5-way 5-shot"].startswith("70.00 ± 0.00 (2), trained 1-shot")
+    assert row["5-way 1-shot"] == "60.00 ± 13.86 (2)"
+    assert row["5-way 5-shot"] == "85.00 ± 6.93 (2), trained 1-shot [2]"
+    assert "[2] runs/r18-1: trained 1-shot, evaluated 5-shot (cross-shot)" in text
+    assert row["s / meta-step (1-shot / 5-shot)"] == "1.50 / —"  # the 5-shot slot is no 5-shot training
+    _, cross = md_tables(section(text, "## Cross-shot evaluations"))[0]  # in table order
+    assert (cross["Run"], cross["Trained"], cross["Evaluated"], cross["Accuracy (%)"]) == (
+        "`runs/r18-1`", "1-shot", "5-way 5-shot", "85.00 ± 6.93 (2)")
+    assert cross["In the table"].startswith("yes")
+    run, _ = md_tables(section(text, "## Runs"))[0]
+    assert run["Evaluations"] == "test 5w1s, test 5w5s (cross-shot)"
+    _, csv_row = read_csv(paths.csv)
+    assert (csv_row["acc_5way_5shot_status"], csv_row["acc_5way_5shot_trained_shots"]) == ("cross-shot", "1")
+    assert float(csv_row["acc_5way_5shot_mean_pct"]) == pytest.approx(85.0)
+    assert (csv_row["acc_5way_1shot_status"], csv_row["acc_5way_1shot_trained_shots"]) == ("ok", "1")
+    assert "(2), trained 1-shot" in paths.latex.read_text(encoding="utf-8")
+    data = json.loads(paths.json.read_text(encoding="utf-8"))
+    assert data["table"]["rows"][1]["cells"]["5"]["status"] == "cross-shot"
+    assert [(c["run"], c["trained_shots"], c["shots"], c["in_table"]) for c in data["table"]["cross_shot"]] == [
+        ("runs/r18-std-1", 1, 5, True), ("runs/r18-1", 1, 5, True)]
+    # ACDC against standard is paired at 1 shot only: a cross-shot cell is another protocol
+    assert [(c["kind"], c["shots"]) for c in data["comparisons"]] == [("conv", 1)]

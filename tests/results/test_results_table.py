@@ -2,7 +2,9 @@
 
 - one row per (dataset, backbone, conv [+ atoms/group size for ACDC], adapt, first-order);
 - the k-shot cell of a row comes from the run of that row *trained* k-shot and evaluated
-  ``test_5way_<k>shot``; evaluations at other shot counts (cross-shot) never fill a cell;
+  ``test_5way_<k>shot``; an evaluation at another shot count (cross-shot) never stands in for
+  such a run, but is listed as such and fills, marked ``cross-shot``, a cell no run trained at
+  that count fills;
 - two runs competing for one cell are a conflict: no number is picked, both are reported;
 - parameters come from summary.json (a disagreement is reported, not hidden); time per step
   and peak memory are per cell;
@@ -38,20 +40,61 @@ def test_one_shot_and_five_shot_runs_merge_into_one_row(make_run, tmp_path):
     assert table.problems == [] and table.unused == []
 
 
-def test_cross_shot_evaluations_never_fill_a_cell(make_run, tmp_path):
-    # trained 1-shot, evaluated both 1-shot and 5-shot: only the 1-shot evaluation is used
+def test_a_cross_shot_evaluation_fills_an_empty_cell_marked_with_its_training_shots(make_run, tmp_path):
+    # Issue 17: `evaluate.py --shots 1 5` on a 1-shot run showed "—" for 5-shot.
+    make_run("r18-1", shots=1, seconds_per_meta_step=1.5, peak_memory_mb=2000.0,
+             evals={"test_5way_1shot.json": [0.5], "test_5way_5shot.json": [0.8, 0.9]})
+    table = table_of(tmp_path)
+    [row] = table.rows
+    assert row.cell(1).status == "ok" and row.cell(1).trained_shots == 1
+    c5 = row.cell(5)
+    assert (c5.status, c5.run.name, c5.trained_shots, c5.mean) == ("cross-shot", "runs/r18-1", 1, pytest.approx(0.85))
+    assert any("trained 1-shot, evaluated 5-shot" in n for n in c5.notes)
+    # time and memory belong to the 1-shot training, already in the 1-shot column
+    assert (c5.seconds_per_meta_step, c5.peak_memory_mb) == (None, None)
+    [cross] = table.cross_shot
+    assert (cross.run.name, cross.trained_shots, cross.shots, cross.in_table) == ("runs/r18-1", 1, 5, True)
+    assert table.unused == [] and table.problems == []
+
+
+def test_a_run_trained_at_the_column_shots_wins_over_a_cross_shot_evaluation(make_run, tmp_path):
     make_run("r18-1", shots=1, evals={"test_5way_1shot.json": [0.5], "test_5way_5shot.json": [0.9]})
-    [row] = table_of(tmp_path).rows
-    assert row.cell(1).status == "ok"
-    assert row.cell(5).status == "missing" and row.cell(5).run is None
+    make_run("r18-5", shots=5, evals={"test_5way_5shot.json": [0.7]})
+    table = table_of(tmp_path)
+    [row] = table.rows
+    assert (row.cell(5).status, row.cell(5).run.name, row.cell(5).mean) == ("ok", "runs/r18-5", 0.7)
+    [cross] = table.cross_shot  # still listed, just not in the table
+    assert (cross.run.name, cross.shots, cross.in_table) == ("runs/r18-1", 5, False)
+    assert table.problems == []  # two protocols, not two candidates for one
 
 
-def test_run_with_only_cross_shot_evaluation_is_listed_as_unused(make_run, tmp_path):
+def test_several_cross_shot_evaluations_for_one_cell_fill_none(make_run, tmp_path):
+    make_run("r18-1", shots=1, evals={"test_5way_1shot.json": [0.5], "test_5way_5shot.json": [0.9]})
+    make_run("r18-10", shots=10, evals={"test_5way_5shot.json": [0.6]})
+    table = table_of(tmp_path)
+    [row] = table.rows
+    c5 = row.cell(5)
+    assert c5.status == "missing" and c5.run is None
+    assert "2 cross-shot evaluations" in c5.notes[0] and "runs/r18-10, trained 10-shot" in c5.notes[0]
+    assert [(c.run.name, c.in_table) for c in table.cross_shot] == [("runs/r18-1", False), ("runs/r18-10", False)]
+
+
+def test_run_with_only_a_cross_shot_evaluation_gets_a_row_showing_it(make_run, tmp_path):
     make_run("r18-5", shots=5, evals={"test_5way_1shot.json": [0.5]})
+    table = table_of(tmp_path)
+    [row] = table.rows
+    assert (row.cell(1).status, row.cell(1).trained_shots) == ("cross-shot", 5)
+    assert row.cell(5).status == "missing" and table.unused == []
+
+
+def test_run_whose_evaluations_match_no_column_is_listed_as_unused(make_run, tmp_path):
+    make_run("r18-5", shots=5, evals={"test_5way_10shot.json": [0.5]})
     table = table_of(tmp_path)
     assert table.rows == []
     [(run, why)] = table.unused
-    assert run.name == "runs/r18-5" and "trained 5-shot" in why and "test 5-way 1-shot" in why
+    assert run.name == "runs/r18-5" and "trained 5-shot" in why and "test 5-way 10-shot" in why
+    [cross] = table.cross_shot  # listed among the cross-shot evaluations all the same
+    assert (cross.shots, cross.trained_shots, cross.in_table) == (10, 5, False)
 
 
 def test_other_ways_and_splits_are_not_in_the_5_way_test_table(make_run, tmp_path):
