@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, ge
 import yaml
 
 from .utils import closest_name as _closest
+from .vocabulary import LEARNED_STEP_SIZES, META_LR_SCHEDULES, check_role_learning_rates
 
 BACKBONES = ("conv4", "resnet10", "resnet18", "resnet34")
 ACDC_KINDS = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
@@ -58,9 +59,16 @@ class TrainConfig:
                                       # combination | scales (and each +head)
     inner_steps: int = 5
     inner_steps_eval: int = 5
-    inner_lr: float = 0.01
+    inner_lr: Union[float, Dict[str, float]] = 0.01  # one step size for every parameter, or one per role:
+                                      # {atoms: 1e-4, head: 0.1, default: 0.01} (roles: fewshot_acdc.vocabulary.ROLES;
+                                      # default: every role not named). Initial values when learn_inner_lr is set
+    learn_inner_lr: str = "none"      # none | lslr (per tensor and inner step, MAML++) | meta-sgd (per element)
+    multi_step_anneal: Optional[int] = None  # MAML++ multi-step loss: the query loss after every inner step,
+                                      # annealed to the last step over this many iterations (null: off)
     first_order: bool = False
     meta_lr: float = 1e-3
+    meta_lr_schedule: str = "constant"  # constant | cosine (annealed to meta_lr_min over the run's iterations)
+    meta_lr_min: float = 0.0
     meta_batch: int = 4
     grad_clip: Optional[float] = None
     task_batching: str = "sequential"
@@ -132,7 +140,8 @@ def _acdc_of(conv: str) -> str:
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 _CHOICES = {"backbone": BACKBONES, "acdc": ACDC_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
-            "device": DEVICES, "task_batching": TASK_BATCHING}
+            "device": DEVICES, "task_batching": TASK_BATCHING, "learn_inner_lr": LEARNED_STEP_SIZES,
+            "meta_lr_schedule": META_LR_SCHEDULES}
 _POSITIVE = ("atoms", "inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
              "image_size", "log_every", "val_every", "val_episodes", "test_episodes")
 _NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed")
@@ -151,9 +160,16 @@ def _validate(config: TrainConfig) -> None:
             raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
     if not 0.0 <= config.atom_drop < 1.0:
         raise ConfigError(f"atom_drop must be in [0, 1), got {config.atom_drop}")
-    for key in ("inner_lr", "meta_lr"):
-        if not getattr(config, key) > 0:
-            raise ConfigError(f"{key} must be > 0, got {getattr(config, key)}")
+    try:
+        check_role_learning_rates(config.inner_lr)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not config.meta_lr > 0:
+        raise ConfigError(f"meta_lr must be > 0, got {config.meta_lr}")
+    if not 0 <= config.meta_lr_min < config.meta_lr:
+        raise ConfigError(f"meta_lr_min must be >= 0 and below meta_lr ({config.meta_lr}), got {config.meta_lr_min}")
+    if config.multi_step_anneal is not None and config.multi_step_anneal < 1:
+        raise ConfigError(f"multi_step_anneal must be >= 1 or null, got {config.multi_step_anneal}")
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"threads must be >= 1 or null, got {config.threads}")
     if config.grad_clip is not None and not config.grad_clip > 0:
@@ -174,6 +190,13 @@ def _validate(config: TrainConfig) -> None:
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against the field's type; ints are accepted for floats, nothing else is."""
+    if annotation == Union[float, Dict[str, float]]:  # inner_lr: a number or {role: number}
+        if isinstance(value, Mapping):
+            if all(isinstance(role, str) and isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                   for role, lr in value.items()):
+                return {role: float(lr) for role, lr in value.items()}
+            raise ConfigError(f"{key} must map parameter roles to numbers, got {value!r}")
+        return _coerce(key, value, float)
     optional = get_origin(annotation) is Union and type(None) in get_args(annotation)
     if value is None:
         if optional:

@@ -41,7 +41,7 @@ def test_unknown_key_in_yaml_names_the_file_and_the_closest_key(tmp_path):
         ({"adapt": "atom"}, r"did you mean 'atoms'"),
         ({"ways": 0}, "ways must be >= 1"),
         ({"threads": 0}, "threads must be >= 1"),
-        ({"inner_lr": -1.0}, "inner_lr must be > 0"),
+        ({"inner_lr": -1.0}, "inner_lr must be a finite number > 0"),
         ({"atom_drop": 1.0}, r"atom_drop must be in \[0, 1\)"),
         ({"inner_steps": 2.5}, "inner_steps must be int"),
         ({"first_order": "yes"}, "first_order must be bool"),

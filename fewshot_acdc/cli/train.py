@@ -19,12 +19,27 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
+from ..vocabulary import LEARNED_STEP_SIZES, META_LR_SCHEDULES, ROLES
 from .common import ArgumentParser
+
+
+def parse_inner_lr(text: str):
+    """``0.01`` -> 0.01; ``atoms=1e-4,head=0.1`` -> {"atoms": 1e-4, "head": 0.1} (roles checked by the config)."""
+    import argparse
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {role.strip(): float(value) for role, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number nor ROLE=LR pairs separated by commas (e.g. atoms=1e-4,head=0.1)") from None
 
 # flag destination -> config key, for every flag that overrides a config value
 FLAG_KEYS = (
     "backbone", "acdc", "conv", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
-    "inner_steps", "inner_steps_eval", "inner_lr", "meta_lr", "meta_batch", "first_order", "grad_clip",
+    "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "meta_lr",
+    "meta_lr_schedule", "meta_lr_min", "meta_batch", "first_order", "grad_clip",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "num_workers", "episode_dir",
     "log_every", "val_every", "val_episodes", "test_episodes", "device", "threads", "seed",
 )
@@ -47,8 +62,16 @@ def build_parser() -> ArgumentParser:
     maml.add_argument("--adapt", choices=ADAPT_SCOPES, help="parameters adapted in the inner loop")
     maml.add_argument("--inner-steps", type=int)
     maml.add_argument("--inner-steps-eval", type=int)
-    maml.add_argument("--inner-lr", type=float)
+    maml.add_argument("--inner-lr", type=parse_inner_lr, metavar="LR|ROLE=LR,...",
+                      help="inner-loop step size: one number for every parameter, or per role, e.g. "
+                           "atoms=1e-4,head=0.1,default=0.01 (roles: " + ", ".join(ROLES) + ")")
+    maml.add_argument("--learn-inner-lr", choices=LEARNED_STEP_SIZES,
+                      help="meta-learn the step sizes: lslr (per tensor and step, MAML++), meta-sgd (per element)")
+    maml.add_argument("--multi-step-anneal", type=int, metavar="ITERATIONS",
+                      help="MAML++ multi-step loss, annealed to the last inner step over ITERATIONS")
     maml.add_argument("--meta-lr", type=float)
+    maml.add_argument("--meta-lr-schedule", choices=META_LR_SCHEDULES)
+    maml.add_argument("--meta-lr-min", type=float, help="cosine schedule's final meta learning rate")
     maml.add_argument("--meta-batch", type=int, help="tasks per meta-step")
     maml.add_argument("--first-order", action="store_const", const=True, help="first-order MAML")
     maml.add_argument("--grad-clip", type=float, help="clip the meta-gradient's global norm")

@@ -11,7 +11,8 @@ Nothing here reads a tensor's value on the host: each step's support loss is ret
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .batchnorm import DecomposedBatchNorm
+from .step_sizes import StepSizes, step_size
 
 Params = Dict[str, torch.Tensor]
 
@@ -83,6 +85,88 @@ def _support_loss_function(model: nn.Module, params: Params, adapted_names: Sequ
     return head_loss
 
 
+@dataclass
+class InnerLoopResult:
+    """What :func:`adapt_steps` computed, all on the device (nothing read on the host).
+
+    ``adapted``: the final parameters; ``trajectory[k]``: the parameters after step ``k + 1``
+    (only with ``keep_trajectory``; the multi-step loss scores each); ``final_support_loss``:
+    the support loss at the adapted parameters (only with ``score_final_support``; no graph);
+    ``support_losses[k]``: the
+    support loss before update ``k + 1`` (detached); ``gradient_norms[k, i]``: the norm of the
+    inner gradient of ``adapted_names[i]`` at step ``k + 1`` (detached; 0 where it has none).
+    """
+    adapted: Params
+    support_losses: torch.Tensor
+    gradient_norms: torch.Tensor
+    trajectory: List[Params] = field(default_factory=list)
+    final_support_loss: Optional[torch.Tensor] = None
+
+
+def adapt_steps(
+    model: nn.Module,
+    params: Params,
+    adapted_names: Sequence[str],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    inner_lr: StepSizes,
+    steps: int,
+    create_graph: bool,
+    track_meta_gradient: bool = True,
+    keep_trajectory: bool = False,
+    score_final_support: bool = False,
+) -> InnerLoopResult:
+    """``steps`` SGD steps on the support loss, updating only ``adapted_names``.
+
+    Args:
+        params: every parameter the model needs (name -> tensor). Not modified; the returned
+            dicts hold new tensors for the adapted names and the *same* tensor objects for the
+            others, so frozen tensors stay bit identical.
+        inner_lr: one step size for every tensor, or name -> step size (a float, a tensor that
+            is 0-dim or shaped like the parameter, or a tuple of them indexed by step):
+            :mod:`fewshot_acdc.meta.step_sizes`. Tensors that require grad are meta-learned:
+            the meta-gradient reaches them through every update they scale.
+        create_graph: keep the graph of each inner gradient (second-order MAML). ``False``:
+            first-order, each inner gradient is a constant, and the meta-gradient reaching the
+            initial parameters is the query gradient at the adapted parameters.
+        track_meta_gradient: ``False`` when no meta-gradient is wanted (evaluation): each
+            adapted tensor is detached after its update, so nothing links it to ``params``.
+        keep_trajectory: also return the parameters after every step.
+        score_final_support: also compute the support loss after the last step (one forward
+            without graph): whether the inner loop fits the support set at all.
+    """
+    adapted = dict(params)
+    losses, norms, trajectory = [], [], []
+    with torch.enable_grad():  # a pure function: works even when called under no_grad
+        for name in adapted_names:
+            if not adapted[name].requires_grad:
+                # Nothing upstream to differentiate into (e.g. evaluation): a fresh leaf.
+                adapted[name] = adapted[name].detach().requires_grad_(True)
+        support_loss = _support_loss_function(model, params, adapted_names, images, labels, steps)
+        for step in range(steps):
+            loss = support_loss(adapted)
+            targets = [adapted[name] for name in adapted_names]
+            grads = torch.autograd.grad(loss, targets, create_graph=create_graph, allow_unused=True)
+            norms.append(torch.stack([torch.linalg.vector_norm(grad.detach()) if grad is not None
+                                      else loss.new_zeros(()) for grad in grads]))
+            for name, target, grad in zip(adapted_names, targets, grads):
+                if grad is None:  # the support loss does not depend on it: nothing to change
+                    continue
+                updated = target - step_size(inner_lr, name, step) * grad
+                adapted[name] = updated if track_meta_gradient else updated.detach().requires_grad_(True)
+            losses.append(loss.detach())
+            if keep_trajectory:
+                trajectory.append(dict(adapted))
+        final = None
+        if score_final_support:
+            with torch.no_grad():
+                final = support_loss(adapted).detach()
+    support_losses = torch.stack(losses) if losses else images.new_zeros(0)
+    gradient_norms = torch.stack(norms) if norms else images.new_zeros(0, len(adapted_names))
+    return InnerLoopResult(adapted, support_losses, gradient_norms, trajectory, final)
+
+
 def inner_loop(
     model: nn.Module,
     params: Params,
@@ -90,47 +174,35 @@ def inner_loop(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    inner_lr: float,
+    inner_lr: StepSizes,
     steps: int,
     create_graph: bool,
     track_meta_gradient: bool = True,
 ) -> Tuple[Params, torch.Tensor]:
-    """``steps`` SGD steps on the support loss, updating only ``adapted_names``.
+    """:func:`adapt_steps` returning ``(adapted_params, support_losses)``; ``support_losses[k]``
+    is the loss computed before update ``k + 1`` (detached, on the images' device). No host
+    synchronisation happens here."""
+    result = adapt_steps(model, params, adapted_names, images, labels, inner_lr=inner_lr, steps=steps,
+                         create_graph=create_graph, track_meta_gradient=track_meta_gradient)
+    return result.adapted, result.support_losses
 
-    Args:
-        params: every parameter the model needs (name -> tensor). Not modified; the returned
-            dict holds new tensors for the adapted names and the *same* tensor objects for the
-            others, so frozen tensors stay bit identical.
-        create_graph: keep the graph of each inner gradient (second-order MAML). ``False``:
-            first-order, each inner gradient is a constant, and the meta-gradient reaching the
-            initial parameters is the query gradient at the adapted parameters.
-        track_meta_gradient: ``False`` when no meta-gradient is wanted (evaluation): each
-            adapted tensor is detached after its update, so nothing links it to ``params``.
 
-    Returns:
-        ``(adapted_params, support_losses)``; ``support_losses[k]`` is the loss computed before
-        update ``k + 1`` (detached, on the images' device). No host synchronisation happens here.
-    """
-    adapted = dict(params)
-    losses = []
-    with torch.enable_grad():  # a pure function: works even when called under no_grad
-        for name in adapted_names:
-            if not adapted[name].requires_grad:
-                # Nothing upstream to differentiate into (e.g. evaluation): a fresh leaf.
-                adapted[name] = adapted[name].detach().requires_grad_(True)
-        support_loss = _support_loss_function(model, params, adapted_names, images, labels, steps)
-        for _ in range(steps):
-            loss = support_loss(adapted)
-            targets = [adapted[name] for name in adapted_names]
-            grads = torch.autograd.grad(loss, targets, create_graph=create_graph, allow_unused=True)
-            for name, target, grad in zip(adapted_names, targets, grads):
-                if grad is None:  # the support loss does not depend on it: nothing to change
-                    continue
-                updated = target - inner_lr * grad
-                adapted[name] = updated if track_meta_gradient else updated.detach().requires_grad_(True)
-            losses.append(loss.detach())
-    support_losses = torch.stack(losses) if losses else images.new_zeros(0)
-    return adapted, support_losses
+def weighted_query_loss(model: nn.Module, result: InnerLoopResult, query_images: torch.Tensor,
+                        query_labels: torch.Tensor,
+                        step_weights: Optional[Sequence[float]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Query loss after adaptation, or MAML++'s multi-step loss ``sum_k w_k * L_query(theta_k)``
+    when ``step_weights`` (one per step, from ``result.trajectory``) are given; the accuracy is
+    always that of the final parameters."""
+    loss, accuracy = score_query(model, result.adapted, query_images, query_labels)
+    if step_weights is None:
+        return loss, accuracy
+    if len(step_weights) != len(result.trajectory):
+        raise ValueError(f"{len(step_weights)} multi-step weights for {len(result.trajectory)} inner steps")
+    total = step_weights[-1] * loss
+    for weight, params in zip(step_weights[:-1], result.trajectory[:-1]):
+        if weight:
+            total = total + weight * score_query(model, params, query_images, query_labels)[0]
+    return total, accuracy
 
 
 def vmapped_meta_losses(
@@ -142,21 +214,26 @@ def vmapped_meta_losses(
     query_images: torch.Tensor,
     query_labels: torch.Tensor,
     *,
-    inner_lr: float,
+    inner_lr: StepSizes,
     steps: int,
     first_order: bool,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    step_weights: Optional[Sequence[float]] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """All tasks of a meta-batch at once with ``torch.func.vmap`` (episodes stacked on dim 0).
 
     Each task's inner gradient is ``torch.func.grad`` of its support loss with respect to the
-    adapted tensors; the frozen ones are closed over, so ordinary autograd (the caller's
-    ``backward``) differentiates through the whole inner loop into every initial parameter:
-    second-order MAML, or first-order when the inner gradients are detached.
+    adapted tensors; the frozen ones and the step sizes are closed over, so ordinary autograd (the
+    caller's ``backward``) differentiates through the whole inner loop into every initial
+    parameter and learned step size: second-order MAML, or first-order when the inner gradients
+    are detached.
 
-    Returns ``(query_losses [T], query_accuracies [T], support_losses [T, steps])``; only the
-    query losses carry a graph. BatchNorm runs as elementary ops (:class:`DecomposedBatchNorm`:
-    same function, but differentiated correctly to second order under vmap). Random ops (atom drop) use vmap's ``randomness="same"``: the
-    tasks of one vmapped meta-batch share each forward's atom-drop mask.
+    Returns ``(query_losses [T], query_accuracies [T], support_losses [T, steps + 1]`` (before each
+    update, then after the last),
+    ``gradient_norms [T, steps, tensors])``; only the query losses carry a graph (the multi-step
+    loss when ``step_weights`` are given). BatchNorm runs as elementary ops
+    (:class:`DecomposedBatchNorm`: same function, but differentiated correctly to second order
+    under vmap). Random ops (atom drop) use vmap's ``randomness="same"``: the tasks of one vmapped
+    meta-batch share each forward's atom-drop mask.
     """
     frozen = {name: tensor for name, tensor in params.items() if name not in set(adapted_names)}
     initial = {name: params[name] for name in adapted_names}
@@ -167,15 +244,24 @@ def vmapped_meta_losses(
 
     def one_task(s_images, s_labels, q_images, q_labels):
         adapted = initial
-        losses = []
-        for _ in range(steps):
+        losses, norms, query_losses = [], [], []
+        for step in range(steps):
             grads, loss = torch.func.grad(support_loss, has_aux=True)(adapted, s_images, s_labels)
-            adapted = {name: adapted[name] - inner_lr * (grads[name].detach() if first_order else grads[name])
-                       for name in adapted_names}
+            adapted = {name: adapted[name] - step_size(inner_lr, name, step)
+                       * (grads[name].detach() if first_order else grads[name]) for name in adapted_names}
             losses.append(loss)
+            norms.append(torch.stack([torch.linalg.vector_norm(grads[name].detach()) for name in adapted_names]))
+            if step_weights is not None and step < steps - 1 and step_weights[step]:
+                query_losses.append(step_weights[step] * score_query(model, {**frozen, **adapted}, q_images,
+                                                                     q_labels)[0])
         query_loss, accuracy = score_query(model, {**frozen, **adapted}, q_images, q_labels)
+        with torch.no_grad():  # the support loss after the last update (diagnostics)
+            losses.append(classification_loss(model, {**frozen, **adapted}, s_images, s_labels).detach())
+        if step_weights is not None:
+            query_loss = step_weights[-1] * query_loss + sum(query_losses)
         support = torch.stack(losses) if losses else s_images.new_zeros(0)
-        return query_loss, accuracy, support
+        gradient_norms = torch.stack(norms) if norms else s_images.new_zeros(0, len(adapted_names))
+        return query_loss, accuracy, support, gradient_norms
 
     with DecomposedBatchNorm():  # vmap's BN double-backward rule is wrong for adapted BN weights
         return torch.func.vmap(one_task, randomness="same")(support_images, support_labels,

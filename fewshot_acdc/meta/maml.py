@@ -21,6 +21,15 @@ First and second order
     of an adapted tensor is the query gradient at the adapted parameters, that of a frozen tensor
     its direct query gradient. Tasks of a meta-batch are averaged.
 
+Step sizes (:mod:`fewshot_acdc.meta.step_sizes`)
+    ``inner_lr`` is one number or one per parameter role (``{"atoms": 1e-4, "head": 0.1,
+    "default": 0.01}``): an ACDC atom's gradient sums over every channel pair of its layer and is
+    orders of magnitude larger, relative to the atom, than the head's. ``learn_inner_lr`` makes
+    them meta-parameters: ``lslr`` (one per tensor and step, MAML++) or ``meta-sgd`` (one per
+    element); :meth:`meta_parameters` lists them with the model's, checkpoints save
+    :attr:`step_sizes`. ``multi_step_anneal`` turns on MAML++'s multi-step loss (the query loss
+    after every inner step, weights annealed to the last step over that many iterations).
+
 Task batching
     ``sequential`` (default) adapts and back-propagates one task at a time, so only one task's
     graph is alive: memory does not grow with the meta-batch (what makes second-order ResNet34
@@ -70,7 +79,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -78,8 +87,10 @@ from torch import nn
 from .batchnorm import check_no_running_stats
 from .episodes import Episode, check_label_ranges, check_support_set, prepare_episodes
 from .errors import EpisodeError, NonFiniteLossError
-from .functional import Params, inner_loop, score_query, vmapped_meta_losses
+from ..nn import parameter_roles
+from .functional import Params, adapt_steps, inner_loop, score_query, vmapped_meta_losses, weighted_query_loss
 from .scopes import adapted_parameter_names, check_scope
+from .step_sizes import LEARNED_STEP_SIZES, InnerStepSizes, check_role_learning_rates, multi_step_weights
 
 TASK_BATCHING = ("sequential", "vmap")
 
@@ -100,6 +111,12 @@ def module_mode(model: nn.Module, training: bool) -> Iterator[None]:
             module.training = was_training
 
 
+def check_grad_clip(grad_clip: Optional[float]) -> None:
+    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float))
+                                  or not math.isfinite(grad_clip) or grad_clip <= 0):
+        raise ValueError(f"grad_clip must be None or a finite number > 0, got {grad_clip!r}")
+
+
 def _infer_n_way(model: nn.Module) -> int:
     head = getattr(model, "head", None)
     out_features = getattr(head, "out_features", None)
@@ -118,24 +135,28 @@ class MAML:
         model: the backbone (its parameters are the meta-parameters). Built with
             ``track_running_stats=False``; a model tracking running statistics is refused.
         scope: ``all``, ``atoms``, ``head`` or ``atoms+head``: what the inner loop adapts.
-        inner_lr: inner-loop SGD learning rate (> 0).
+        inner_lr: inner-loop SGD step size (> 0): one number for every parameter, or one per
+            parameter role with an optional ``default`` (:mod:`fewshot_acdc.meta.step_sizes`).
         inner_steps: inner steps during meta-training (>= 1).
         inner_steps_eval: inner steps in :meth:`evaluate_episode` (>= 0; 0 scores the
             meta-learned initialization without adaptation).
         first_order: first-order MAML (inner gradients treated as constants).
         task_batching: ``sequential`` (one task graph alive at a time) or ``vmap``.
         n_way: classes per episode; default ``model.head.out_features``.
+        learn_inner_lr: ``none`` (fixed step sizes), ``lslr`` (per tensor and step, MAML++) or
+            ``meta-sgd`` (per element), meta-learned from the ``inner_lr`` values.
+        multi_step_anneal: ``None`` (the query loss after the last step) or the number of
+            iterations over which MAML++'s multi-step loss anneals to the last step.
     """
 
-    def __init__(self, model: nn.Module, scope: str = "all", inner_lr: float = 0.01, inner_steps: int = 5,
-                 inner_steps_eval: int = 10, first_order: bool = False, task_batching: str = "sequential",
-                 n_way: Optional[int] = None) -> None:
+    def __init__(self, model: nn.Module, scope: str = "all", inner_lr: Union[float, Mapping[str, float]] = 0.01,
+                 inner_steps: int = 5, inner_steps_eval: int = 10, first_order: bool = False,
+                 task_batching: str = "sequential", n_way: Optional[int] = None, learn_inner_lr: str = "none",
+                 multi_step_anneal: Optional[int] = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_scope(scope)
-        if isinstance(inner_lr, bool) or not isinstance(inner_lr, (int, float)) \
-                or not math.isfinite(inner_lr) or inner_lr <= 0:
-            raise ValueError(f"inner_lr must be a finite number > 0, got {inner_lr!r}")
+        check_role_learning_rates(inner_lr)
         if not _is_integer(inner_steps) or inner_steps < 1:
             raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
         if not _is_integer(inner_steps_eval) or inner_steps_eval < 0:
@@ -146,21 +167,37 @@ class MAML:
             raise ValueError(f"task_batching must be one of {', '.join(TASK_BATCHING)}, got {task_batching!r}")
         if n_way is not None and (not _is_integer(n_way) or n_way < 1):
             raise ValueError(f"n_way must be a positive integer, got {n_way!r}")
+        if learn_inner_lr not in LEARNED_STEP_SIZES:
+            raise ValueError(f"learn_inner_lr must be one of {', '.join(LEARNED_STEP_SIZES)}, got {learn_inner_lr!r}")
+        if multi_step_anneal is not None and (not _is_integer(multi_step_anneal) or multi_step_anneal < 1):
+            raise ValueError(f"multi_step_anneal must be None or an integer >= 1, got {multi_step_anneal!r}")
         check_no_running_stats(model)
         self.model = model
         self.scope = scope
-        self.inner_lr = float(inner_lr)
         self.inner_steps = inner_steps
         self.inner_steps_eval = inner_steps_eval
         self.first_order = first_order
         self.task_batching = task_batching
+        self.multi_step_anneal = multi_step_anneal
         self.n_way = n_way if n_way is not None else _infer_n_way(model)
         self.adapted_names: List[str] = adapted_parameter_names(model, scope)
-        sizes = {name: p.numel() for name, p in model.named_parameters()}
-        self.adapted_parameter_count: int = sum(sizes[name] for name in self.adapted_names)
+        named = dict(model.named_parameters())
+        roles = parameter_roles(model)
+        self.adapted_roles: List[str] = [roles[name] for name in self.adapted_names]
+        self._roles = roles
+        self.step_sizes = InnerStepSizes({name: named[name] for name in self.adapted_names}, roles, inner_lr,
+                                         learn=learn_inner_lr, steps=inner_steps)
+        self.adapted_parameter_count: int = sum(named[name].numel() for name in self.adapted_names)
+
+    @property
+    def inner_lr(self) -> Union[float, Dict[str, float]]:
+        """The configured step sizes: one number, or ``{role: value}`` (initial values when learned)."""
+        rates = self.step_sizes.role_rates
+        return rates["default"] if set(rates) == {"default"} else dict(rates)
 
     def __repr__(self) -> str:
-        return (f"MAML({type(self.model).__name__}, scope={self.scope!r}, inner_lr={self.inner_lr}, "
+        learned = f", learn_inner_lr={self.step_sizes.learn!r}" if self.step_sizes.learn != "none" else ""
+        return (f"MAML({type(self.model).__name__}, scope={self.scope!r}, inner_lr={self.inner_lr}{learned}, "
                 f"inner_steps={self.inner_steps}, inner_steps_eval={self.inner_steps_eval}, "
                 f"first_order={self.first_order}, task_batching={self.task_batching!r}, "
                 f"adapted {self.adapted_parameter_count:,} parameters in {len(self.adapted_names)} tensors)")
@@ -170,8 +207,20 @@ class MAML:
         return next(self.model.parameters())
 
     def parameters(self) -> Dict[str, torch.Tensor]:
-        """The meta-parameters as a dict (tied tensors once), the input :meth:`adapt` expects."""
+        """The model's parameters as a dict (tied tensors once), the input :meth:`adapt` expects."""
         return dict(self.model.named_parameters())
+
+    def meta_parameters(self) -> List[torch.Tensor]:
+        """Everything the outer loop optimises: the model's parameters and learned step sizes."""
+        return list(self.model.parameters()) + list(self.step_sizes.parameters())
+
+    def state_dict(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        """The model's and the step sizes' state (what a checkpoint must hold to evaluate)."""
+        return {"model": self.model.state_dict(), "step_sizes": self.step_sizes.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.step_sizes.load_state_dict(state.get("step_sizes", {}))
 
     # ------------------------------------------------------------------ pure inner loop
     def adapt(self, params: Params, support_images: torch.Tensor, support_labels: torch.Tensor, *,
@@ -199,87 +248,147 @@ class MAML:
         images = support_images.to(device=reference.device, dtype=reference.dtype, non_blocking=True)
         labels = support_labels.to(device=reference.device, dtype=torch.int64, non_blocking=True)
         adapted, support_losses = inner_loop(self.model, params, self.adapted_names, images, labels,
-                                             inner_lr=self.inner_lr, steps=steps, create_graph=create_graph)
+                                             inner_lr=self.step_sizes.values(), steps=steps,
+                                             create_graph=create_graph)
         if check_finite:
             losses = support_losses.cpu().tolist()  # the one synchronisation, after the loop
             self._raise_if_nonfinite([losses], [0.0], steps, during_meta_step=False, in_meta_batch=False)
         return adapted
 
     # ------------------------------------------------------------------ meta-training
-    def meta_train_step(self, episodes: Sequence[object], optimizer: torch.optim.Optimizer,
-                        grad_clip: Optional[float] = None) -> Dict[str, float]:
-        """One outer step on a meta-batch: mean meta-gradient over tasks, optional clipping
-        of its global norm to ``grad_clip``, ``optimizer.step()``.
+    def step_weights(self, iteration: int) -> Optional[Tuple[float, ...]]:
+        """Multi-step loss weights at ``iteration`` (``None`` when the multi-step loss is off)."""
+        if self.multi_step_anneal is None:
+            return None
+        return multi_step_weights(self.inner_steps, iteration, self.multi_step_anneal)
 
-        Returns python floats: ``meta_loss`` (mean query loss after adaptation), ``accuracy``
-        (mean query accuracy after adaptation), ``support_loss`` (mean support loss before
-        adaptation) and ``grad_norm`` (meta-gradient norm before clipping). One host
-        synchronisation per call (plus one for label ranges if the labels are on the device).
+    def meta_gradient(self, episodes: Sequence[object], iteration: int = 0) -> Dict[str, object]:
+        """The mean meta-gradient over the meta-batch, left in the ``.grad`` of every tensor of
+        :meth:`meta_parameters` (previous gradients are replaced, not accumulated).
+
+        The optimizer, clipping and any all-reduce between this and the outer step are the
+        caller's (:mod:`fewshot_acdc.runs.training`). ``iteration`` only sets the multi-step
+        loss weights. Returns python values, read in one host synchronisation:
+
+        * ``meta_loss`` (mean query loss after adaptation; the multi-step loss when on),
+          ``accuracy`` (mean query accuracy after adaptation);
+        * ``support_loss`` (mean support loss before adaptation), ``support_loss_by_step``
+          (mean support loss before each update) and ``support_loss_after`` (after the last
+          update, one forward without graph): how, and whether, the inner loop descends;
+        * ``grad_norm`` (meta-gradient norm), ``grad_norm_by_role`` (per parameter role, and
+          ``step_sizes`` for learned ones), ``inner_grad_norm_by_role`` (per role, the inner
+          gradient's norm at each step, mean over tasks).
+
+        Raises :class:`NonFiniteLossError` (gradients cleared) when a loss or the meta-gradient
+        is NaN/Inf.
         """
-        if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float))
-                                      or not math.isfinite(grad_clip) or grad_clip <= 0):
-            raise ValueError(f"grad_clip must be None or a finite number > 0, got {grad_clip!r}")
         reference = self._reference_parameter()
         batch = prepare_episodes(episodes, self.n_way, reference.device, reference.dtype)
-        parameters = [p for _, p in self.model.named_parameters()]
-        optimizer.zero_grad(set_to_none=True)
+        parameters = self.meta_parameters()
         for parameter in parameters:
             parameter.grad = None
+        weights = self.step_weights(iteration)
         with module_mode(self.model, True):
             if self.task_batching == "vmap":
-                query_losses, accuracies, support_losses = self._vmapped_backward(batch)
+                query_losses, accuracies, support_losses, inner_norms = self._vmapped_backward(batch, weights)
             else:
-                query_losses, accuracies, support_losses = self._sequential_backward(batch)
-        grads = [p.grad for p in parameters if p.grad is not None]
-        if grad_clip is not None:
-            grad_norm = nn.utils.clip_grad_norm_(parameters, grad_clip)
-        elif grads:
-            grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        else:
-            grad_norm = reference.new_zeros(())
-        tasks, steps = support_losses.shape
-        summary = torch.cat([query_losses, accuracies, grad_norm.detach().reshape(1).to(query_losses.dtype),
-                             support_losses.flatten()]).cpu().tolist()  # the meta-step's one sync
+                query_losses, accuracies, support_losses, inner_norms = self._sequential_backward(batch, weights)
+        role_names, role_norms = self._meta_gradient_norms_by_role(reference)
+        inner_roles = sorted(set(self.adapted_roles))
+        inner_by_role = self._inner_norms_by_role(inner_norms, inner_roles)  # [roles, steps]
+        tasks, columns = support_losses.shape  # the loss before each update, then after the last
+        steps = columns - 1
+        summary = torch.cat([query_losses, accuracies, role_norms.to(query_losses.dtype),
+                             support_losses.flatten(), inner_by_role.flatten().to(query_losses.dtype)]
+                            ).cpu().tolist()  # the meta-step's one sync
         query, accuracy = summary[:tasks], summary[tasks:2 * tasks]
-        norm, support = summary[2 * tasks], summary[2 * tasks + 1:]
-        support_rows = [support[task * steps:(task + 1) * steps] for task in range(tasks)]
+        offset = 2 * tasks
+        by_role = dict(zip(role_names, summary[offset:offset + len(role_names)]))
+        offset += len(role_names)
+        support = summary[offset:offset + tasks * columns]
+        inner = summary[offset + tasks * columns:]
+        support_rows = [support[task * columns:task * columns + steps] for task in range(tasks)]
+        final_support = [support[task * columns + steps] for task in range(tasks)]
+        norm = math.sqrt(sum(value * value for value in by_role.values()))
         try:
             self._raise_if_nonfinite(support_rows, query, steps, during_meta_step=True)
             if not math.isfinite(norm):
                 raise NonFiniteLossError("meta-gradient", norm, during_meta_step=True)
         except NonFiniteLossError:
-            optimizer.zero_grad(set_to_none=True)
             for parameter in parameters:
                 parameter.grad = None
             raise
-        optimizer.step()
         return {
             "meta_loss": sum(query) / tasks,
             "accuracy": sum(accuracy) / tasks,
             "support_loss": sum(row[0] for row in support_rows) / tasks,
+            "support_loss_by_step": [sum(row[step] for row in support_rows) / tasks for step in range(steps)],
+            "support_loss_after": sum(final_support) / tasks,
             "grad_norm": norm,
+            "grad_norm_by_role": by_role,
+            "inner_grad_norm_by_role": {role: inner[index * steps:(index + 1) * steps]
+                                        for index, role in enumerate(inner_roles)},
         }
 
-    def _sequential_backward(self, batch: List[Episode]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def meta_train_step(self, episodes: Sequence[object], optimizer: torch.optim.Optimizer,
+                        grad_clip: Optional[float] = None, iteration: int = 0) -> Dict[str, object]:
+        """:meth:`meta_gradient`, clipping of its global norm to ``grad_clip``, ``optimizer.step()``:
+        one outer step for callers that need no all-reduce or schedule (the trainer composes the
+        same pieces itself). The optimizer must hold :meth:`meta_parameters`."""
+        check_grad_clip(grad_clip)
+        optimizer.zero_grad(set_to_none=True)
+        stats = self.meta_gradient(episodes, iteration)
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.meta_parameters(), grad_clip)
+        optimizer.step()
+        return stats
+
+    def _meta_gradient_norms_by_role(self, reference: torch.Tensor) -> Tuple[List[str], torch.Tensor]:
+        """Per-role norms of the meta-gradient, on the device (no sync)."""
+        squares: Dict[str, List[torch.Tensor]] = {}
+        for name, parameter in self.model.named_parameters():
+            if parameter.grad is not None:
+                squares.setdefault(self._roles[name], []).append(parameter.grad.detach().pow(2).sum())
+        for parameter in self.step_sizes.parameters():
+            if parameter.grad is not None:
+                squares.setdefault("step_sizes", []).append(parameter.grad.detach().pow(2).sum())
+        names = sorted(squares)
+        if not names:
+            return [], reference.new_zeros(0)
+        return names, torch.stack([torch.stack(squares[role]).sum().sqrt() for role in names])
+
+    def _inner_norms_by_role(self, norms: torch.Tensor, roles: Sequence[str]) -> torch.Tensor:
+        """``[tasks, steps, tensors]`` per-tensor inner gradient norms -> ``[roles, steps]`` per-role
+        norms, mean over tasks."""
+        membership = torch.tensor([[float(role == wanted) for wanted in roles] for role in self.adapted_roles],
+                                  dtype=norms.dtype, device=norms.device)
+        return (norms.pow(2) @ membership).sqrt().mean(0).transpose(0, 1)
+
+    def _sequential_backward(self, batch: List[Episode], weights: Optional[Tuple[float, ...]]):
         """Adapt, score and back-propagate one task at a time: one task graph alive at once."""
-        query_losses, accuracies, support_losses = [], [], []
+        query_losses, accuracies, support_losses, gradient_norms = [], [], [], []
         for episode in batch:
-            adapted, support = inner_loop(
+            result = adapt_steps(
                 self.model, dict(self.model.named_parameters()), self.adapted_names,
                 episode.support_images, episode.support_labels,
-                inner_lr=self.inner_lr, steps=self.inner_steps, create_graph=not self.first_order,
+                # step sizes built per task: each task's backward frees the graph that makes them
+                inner_lr=self.step_sizes.values(), steps=self.inner_steps, create_graph=not self.first_order,
+                keep_trajectory=weights is not None, score_final_support=True,
             )
-            query_loss, accuracy = score_query(self.model, adapted, episode.query_images, episode.query_labels)
+            query_loss, accuracy = weighted_query_loss(self.model, result, episode.query_images,
+                                                       episode.query_labels, weights)
             (query_loss / len(batch)).backward()
             query_losses.append(query_loss.detach())
             accuracies.append(accuracy)
-            support_losses.append(support)
+            support_losses.append(torch.cat([result.support_losses, result.final_support_loss.reshape(1)]))
+            gradient_norms.append(result.gradient_norms)
             # Drop this task's graph roots now, not when the next task reassigns the names:
             # otherwise two task graphs are alive while the next one is built.
-            del adapted, query_loss
-        return torch.stack(query_losses), torch.stack(accuracies), torch.stack(support_losses)
+            del result, query_loss
+        return (torch.stack(query_losses), torch.stack(accuracies), torch.stack(support_losses),
+                torch.stack(gradient_norms))
 
-    def _vmapped_backward(self, batch: List[Episode]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _vmapped_backward(self, batch: List[Episode], weights: Optional[Tuple[float, ...]]):
         first = batch[0]
         for task, episode in enumerate(batch[1:], start=1):
             for field in ("support_images", "query_images"):
@@ -290,29 +399,33 @@ class MAML:
                         f"in episode 0; use task_batching='sequential'", task)
         stacked = [torch.stack([getattr(episode, field) for episode in batch])
                    for field in ("support_images", "support_labels", "query_images", "query_labels")]
-        query_losses, accuracies, support_losses = vmapped_meta_losses(
+        query_losses, accuracies, support_losses, gradient_norms = vmapped_meta_losses(
             self.model, dict(self.model.named_parameters()), self.adapted_names, *stacked,
-            inner_lr=self.inner_lr, steps=self.inner_steps, first_order=self.first_order,
+            inner_lr=self.step_sizes.values(), steps=self.inner_steps, first_order=self.first_order,
+            step_weights=weights,
         )
         query_losses.mean().backward()
-        return query_losses.detach(), accuracies, support_losses
+        return query_losses.detach(), accuracies, support_losses, gradient_norms
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate_episode(self, episode: object) -> Tuple[float, float]:
-        """Adapt ``inner_steps_eval`` steps (no second-order graph, no meta-gradient), then
-        score the query set under ``torch.no_grad()``. Returns ``(query_loss, accuracy)``."""
+    def evaluate_episode(self, episode: object, steps: Optional[int] = None) -> Tuple[float, float]:
+        """Adapt ``steps`` (default ``inner_steps_eval``) steps (no second-order graph, no
+        meta-gradient), then score the query set under ``torch.no_grad()``. Returns
+        ``(query_loss, accuracy)``."""
+        steps = self.inner_steps_eval if steps is None else steps
         reference = self._reference_parameter()
         (episode,) = prepare_episodes([episode], self.n_way, reference.device, reference.dtype, in_meta_batch=False)
         with module_mode(self.model, False):
             params = {name: p.detach() for name, p in self.model.named_parameters()}
             adapted, support = inner_loop(
                 self.model, params, self.adapted_names, episode.support_images, episode.support_labels,
-                inner_lr=self.inner_lr, steps=self.inner_steps_eval, create_graph=False, track_meta_gradient=False,
+                inner_lr=self.step_sizes.values(detach=True), steps=steps, create_graph=False,
+                track_meta_gradient=False,
             )
             with torch.no_grad():
                 loss, accuracy = score_query(self.model, adapted, episode.query_images, episode.query_labels)
         summary = torch.cat([loss.reshape(1), accuracy.reshape(1), support]).cpu().tolist()
-        self._raise_if_nonfinite([summary[2:]], summary[:1], self.inner_steps_eval,
+        self._raise_if_nonfinite([summary[2:]], summary[:1], steps,
                                  during_meta_step=False, in_meta_batch=False)
         return summary[0], summary[1]
 

@@ -16,13 +16,12 @@ from typing import Dict
 
 from torch import nn
 
+from ..vocabulary import ROLES  # defined torch-free, for the config
 from .acdc import ACDCConv2d
 from .basis import BasisConv2d
 from .dcf import DCFConv2d
 from .factory import CoefficientBank
 from .repetition import RepeatedConv2d
-
-ROLES = ("atoms", "coefficients", "combination", "base", "scales", "conv", "norm", "head", "other")
 
 # Parameter attribute -> role, for the layers whose parameters may be registered elsewhere (a
 # shared repetition base lives in the network's coefficient_bank): the role follows the layer

@@ -30,8 +30,17 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int = None) 
 def build_maml(config: TrainConfig, model: nn.Module) -> MAML:
     return MAML(model, scope=config.adapt, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
                 inner_steps_eval=config.inner_steps_eval, first_order=config.first_order,
-                task_batching=config.task_batching)
+                task_batching=config.task_batching, learn_inner_lr=config.learn_inner_lr,
+                multi_step_anneal=config.multi_step_anneal)
 
 
-def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=config.meta_lr)
+def build_optimizer(config: TrainConfig, maml: MAML) -> torch.optim.Optimizer:
+    """Adam over every meta-parameter: the model's and, when learned, the inner step sizes."""
+    return torch.optim.Adam(maml.meta_parameters(), lr=config.meta_lr)
+
+
+def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    """The meta learning rate's schedule, stepped once per meta-step (``None``: constant)."""
+    if config.meta_lr_schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations, eta_min=config.meta_lr_min)

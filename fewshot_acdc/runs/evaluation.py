@@ -39,6 +39,23 @@ def widen_head(model: nn.Module, num_classes: int) -> None:
     model.head = wide
 
 
+def evaluation_maml(config, model: nn.Module, state: Dict[str, object], ways: int):
+    """The MAML engine of a trained model for ``ways``-way episodes, with its learned step sizes.
+
+    A wider head (:func:`widen_head`) gets per-element (Meta-SGD) head step sizes made like its
+    weights: every new row is the mean of the learned rows.
+    """
+    widen_head(model, ways)
+    maml = build_maml(config, model)
+    learned = dict(state.get("step_sizes", {}))
+    own = maml.step_sizes.state_dict()
+    for key, value in learned.items():
+        if key in own and own[key].shape != value.shape and value.dim() >= 1 and own[key].shape[1:] == value.shape[1:]:
+            learned[key] = value.mean(0, keepdim=True).expand_as(own[key]).clone()
+    maml.step_sizes.load_state_dict(learned)
+    return maml
+
+
 def load_trained(run_dir: Union[str, Path], checkpoint: str, device: torch.device, in_channels: int,
                  overrides: Optional[Dict[str, object]] = None):
     """Config, model with the checkpoint's weights, and a MAML engine for evaluation."""
@@ -78,8 +95,7 @@ def evaluate_run(
     dataset = open_split(resume_config(run.root, overrides), split)
     config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
     ways = ways or config.ways
-    widen_head(model, ways)
-    maml = build_maml(config, model)
+    maml = evaluation_maml(config, model, state, ways)
     results = []
     for shot_count in shots or (config.shots,):
         episode_set = evaluation_episodes(config, dataset, ways, shot_count, episodes or config.test_episodes, split=split)
@@ -147,8 +163,8 @@ def evaluate_omniglot_all_runs(
 
     # 20-way benchmark.
     config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
-    widen_head(model, runs[0].support_labels.shape[0])
-    accuracies = score_episodes(build_maml(config, model), runs, torch_device)
+    accuracies = score_episodes(evaluation_maml(config, model, state, runs[0].support_labels.shape[0]), runs,
+                                torch_device)
     # Each run is one episode (20 supports, 20 queries), so its error is 1 - query accuracy:
     # the benchmark's per-run fraction of misclassified test images.
     per_run_error = [1.0 - accuracy for accuracy in accuracies]
@@ -160,9 +176,8 @@ def evaluate_omniglot_all_runs(
 
     # 5-way 1-shot episodes drawn within the runs' alphabets.
     config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
-    widen_head(model, 5)
     episodes = all_runs_episodes(runs, ways=5, episodes_per_run=five_way_episodes_per_run, seed=0)
-    accuracies = score_episodes(build_maml(config, model), episodes, torch_device)
+    accuracies = score_episodes(evaluation_maml(config, model, state, 5), episodes, torch_device)
     mean, ci95 = mean_and_ci95(accuracies)
     run.write_json(run.eval_file("all-runs", 5, 1), {
         "dataset": "omniglot", "seed": config.seed, "split": "all-runs", "ways": 5, "shots": 1, "queries": 1,

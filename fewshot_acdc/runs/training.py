@@ -23,7 +23,7 @@ import torch
 
 from ..config import TrainConfig, load_config, save_config
 from ..meta import NonFiniteLossError
-from .builders import build_maml, build_model, build_optimizer, resolve_device
+from .builders import build_maml, build_model, build_optimizer, build_scheduler, resolve_device
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .data import evaluation_episodes, open_split, training_batches
 from .directory import RunDirectory
@@ -80,16 +80,22 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(config, train_split.channels).to(device)
     maml = build_maml(config, model)
-    optimizer = build_optimizer(config, model)
+    optimizer = build_optimizer(config, maml)
+    scheduler = build_scheduler(config, optimizer)
     if resume:
         model.load_state_dict(state["model"])
+        maml.step_sizes.load_state_dict(state.get("step_sizes", {}))
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         start_iteration, best_val, best_iteration = state["iteration"], state["best_val_accuracy"], state["best_iteration"]
         run.truncate_metrics_after(start_iteration)
 
     def checkpoint_state(iteration: int) -> Dict[str, object]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+        return {"model": model.state_dict(), "step_sizes": maml.step_sizes.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state(),
                 "iteration": iteration, "best_val_accuracy": best_val, "best_iteration": best_iteration}
 
     bar = None
@@ -100,11 +106,13 @@ def train(
     interval_start = time.perf_counter()
     elapsed_before = sum(r.get("seconds_interval", 0.0) for r in run.read_metrics())
     last_saved = start_iteration
+    diagnostics = DiagnosticsInterval()
+    last_val: Optional[float] = None  # the latest validation accuracy, for the progress bar
     iteration = start_iteration
     try:
         for iteration, episodes in training_batches(config, train_split, start_iteration, device):
             try:
-                stats = maml.meta_train_step(episodes, optimizer, grad_clip=config.grad_clip)
+                stats = outer_step(maml, episodes, optimizer, scheduler, config.grad_clip, iteration)
             except NonFiniteLossError as error:
                 raise TrainingStopped(_stop_message(run, iteration, str(error), last_saved)) from error
             if not math.isfinite(stats["meta_loss"]) or stats["meta_loss"] > EXPLODING_META_LOSS:
@@ -114,10 +122,7 @@ def train(
             interval_loss += stats["meta_loss"]
             interval_accuracy += stats["accuracy"]
             interval_steps += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['meta_loss']:.3f}", acc=f"{stats['accuracy']:.3f}",
-                                val=f"{best_val:.3f}" if best_val > -math.inf else "-")
+            diagnostics.add(stats)
             validate = iteration % config.val_every == 0 or iteration == config.iterations
             if iteration % config.log_every == 0 or validate:
                 seconds = time.perf_counter() - interval_start
@@ -125,11 +130,14 @@ def train(
                           "train_accuracy": interval_accuracy / interval_steps,
                           "seconds": elapsed_before + seconds, "seconds_interval": seconds,
                           "seconds_per_step": seconds / interval_steps,
-                          "peak_memory_mb": peak_memory_mb(device)}
+                          "peak_memory_mb": peak_memory_mb(device),
+                          "meta_lr": optimizer.param_groups[0]["lr"], **diagnostics.mean()}
+                diagnostics = DiagnosticsInterval()
                 if validate:
                     accuracies = score_episodes(maml, validation, device)
                     mean, ci95 = mean_and_ci95(accuracies)
                     record.update(val_accuracy=mean, val_ci95=ci95, val_episodes=len(accuracies))
+                    last_val = mean
                     if mean > best_val:
                         best_val, best_iteration = mean, iteration
                         save_checkpoint(run.checkpoint("best"), checkpoint_state(iteration))
@@ -139,6 +147,14 @@ def train(
                 elapsed_before += seconds
                 interval_loss, interval_accuracy, interval_steps = 0.0, 0.0, 0
                 interval_start = time.perf_counter()
+            if bar is not None:
+                # After this step's validation, so the bar's last state shows the validation that
+                # the final log line reports (set before it, it showed the previous one). A dict,
+                # because tqdm sorts keyword postfixes.
+                bar.update(1)
+                bar.set_postfix({"loss": f"{stats['meta_loss']:.3f}", "acc": f"{stats['accuracy']:.3f}",
+                                 "val": f"{last_val:.3f}" if last_val is not None else "-",
+                                 "best": f"{best_val:.3f}" if best_val > -math.inf else "-"})
             if on_step is not None:
                 on_step(iteration)
     except KeyboardInterrupt:
@@ -171,6 +187,57 @@ def train(
     }
     run.write_json(run.summary, summary)
     return summary
+
+
+def outer_step(maml, episodes, optimizer: torch.optim.Optimizer, scheduler, grad_clip: Optional[float],
+               iteration: int) -> Dict[str, object]:
+    """One meta-step: the meta-gradient from the algorithm, then what the trainer owns: clipping,
+    the optimizer step and the learning-rate schedule (a non-finite meta-gradient raises before
+    any of them, with the gradients cleared)."""
+    optimizer.zero_grad(set_to_none=True)
+    stats = maml.meta_gradient(episodes, iteration)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(maml.meta_parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return stats
+
+
+class DiagnosticsInterval:
+    """Means over a log interval of the per-step diagnostics :meth:`MAML.meta_gradient` returns:
+    support loss before each inner update, meta-gradient norm per role, inner gradient norm
+    per role and step. What a user reads first when a run does not learn."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.sums: Dict[str, object] = {}
+
+    def add(self, stats: Dict[str, object]) -> None:
+        self.steps += 1
+        for key in ("support_loss_by_step", "support_loss_after", "grad_norm_by_role", "inner_grad_norm_by_role"):
+            self.sums[key] = _add_nested(self.sums.get(key), stats[key])
+
+    def mean(self) -> Dict[str, object]:
+        return {key: _scale_nested(value, 1.0 / self.steps) for key, value in self.sums.items()} if self.steps else {}
+
+
+def _add_nested(total, value):
+    if total is None:
+        return value
+    if isinstance(value, dict):
+        return {key: _add_nested(total.get(key), item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [a + b for a, b in zip(total, value)]
+    return total + value
+
+
+def _scale_nested(value, factor: float):
+    if isinstance(value, dict):
+        return {key: _scale_nested(item, factor) for key, item in value.items()}
+    if isinstance(value, list):
+        return [item * factor for item in value]
+    return value * factor
 
 
 def _stop_message(run: RunDirectory, iteration: int, problem: str, last_saved: int) -> str:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 import fewshot_acdc.meta.maml as maml_module
+from fewshot_acdc.data.paths import data_root_from_env
 from fewshot_acdc.meta import MAML, Episode, adapted_parameter_names
 from fewshot_acdc.meta.batchnorm import DecomposedBatchNorm
 from fewshot_acdc.meta.functional import classification_loss, inner_loop, vmapped_meta_losses
@@ -175,7 +176,9 @@ def test_head_scope_recomputes_the_trunk_every_step_when_atom_drop_is_on():
     maml = MAML(model, scope="head", inner_lr=0.1, inner_steps=3, inner_steps_eval=3)
     episode = random_episode(3, queries=3)
     maml.meta_train_step([episode], sgd_noop(model))
-    assert calls == [5, 5, 5, 15]  # a new atom-drop mask per forward, as without the shortcut
+    # a new atom-drop mask per forward, as without the shortcut; the fourth support forward is the
+    # diagnostic support loss after the last update
+    assert calls == [5, 5, 5, 5, 15]
     calls.clear()
     maml.evaluate_episode(episode)  # eval mode: no atom drop, features computed once
     assert calls == [5, 15]
@@ -243,10 +246,12 @@ def test_inner_loop_lowers_the_support_loss(scope):
 
 def omniglot_episode(ways: int = 5, image_size: int = 28) -> Episode:
     """Five characters of the first Omniglot background alphabet, one support and one query image each."""
-    root = os.environ.get("FEWSHOT_DATA")
-    path = os.path.join(root or "", "omniglot", "images_background_small1.zip")
-    if not root or not os.path.exists(path):
-        pytest.skip("Omniglot not found under FEWSHOT_DATA")
+    root = data_root_from_env()
+    if root is None:
+        pytest.skip("FEWSHOT_DATA is not set (real-data test; set it to the folder holding omniglot/)")
+    path = root / "omniglot" / "images_background_small1.zip"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real-data test; FEWSHOT_DATA={os.environ['FEWSHOT_DATA']})")
     from PIL import Image
     with zipfile.ZipFile(path) as archive:
         pngs = sorted(name for name in archive.namelist() if name.endswith(".png"))
@@ -285,8 +290,12 @@ def test_meta_train_step_steps_the_optimizer_and_returns_floats():
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     stats = maml.meta_train_step(episodes, torch.optim.Adam(model.parameters(), lr=1e-3))
     assert {"meta_loss", "accuracy", "support_loss", "grad_norm"} <= set(stats)
-    assert all(type(value) is float for value in stats.values())
+    assert all(type(stats[key]) is float for key in ("meta_loss", "accuracy", "support_loss", "grad_norm"))
     assert 0.0 <= stats["accuracy"] <= 1.0 and stats["meta_loss"] > 0
+    assert len(stats["support_loss_by_step"]) == 2 and stats["support_loss_by_step"][0] == stats["support_loss"]
+    # diagnostics: the per-role meta-gradient norms make up the global norm
+    assert stats["grad_norm"] == pytest.approx(sum(v * v for v in stats["grad_norm_by_role"].values()) ** 0.5)
+    assert set(stats["inner_grad_norm_by_role"]) == {"atoms"} and len(stats["inner_grad_norm_by_role"]["atoms"]) == 2
     changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
     assert set(changed) == set(before)  # atoms scope: still every tensor is meta-learned
 

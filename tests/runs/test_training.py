@@ -31,6 +31,20 @@ def test_a_run_directory_holds_everything_the_contract_names(tiny_config, tmp_pa
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 6
 
 
+def test_the_progress_bar_ends_showing_the_validation_the_final_log_line_reports(tiny_config, tmp_path, capsys):
+    # Issue 17: the postfix was set before the step's validation, so the bar's last state showed
+    # the previous validation (here, with one validation at the last step: none at all).
+    run = tmp_path / "run"
+    summary = train(tiny_config.replace(val_every=6), run, progress=True)
+    bar = capsys.readouterr().err
+    last_state = bar.replace("\n", "\r").rstrip("\r").rsplit("\r", 1)[-1]
+    [validated] = [line for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                   if "val_accuracy" in line]
+    assert validated["iteration"] == 6 and "6/6" in last_state
+    assert f"val={validated['val_accuracy']:.3f}" in last_state
+    assert f"best={summary['best_val_accuracy']:.3f}" in last_state
+
+
 def test_resume_after_an_interruption_reaches_the_uninterrupted_parameters(tiny_config, tmp_path):
     straight = tmp_path / "straight"
     train(tiny_config, straight, progress=False)
