@@ -4,12 +4,12 @@ Imported as ``benchmarks.common`` (each script puts the repository root on ``sys
 """
 from __future__ import annotations
 
-import datetime
 import itertools
 import json
 import os
-import subprocess
 from typing import Dict, Iterator, Optional, Sequence, Tuple
+
+from fewshot_acdc.runs import provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a result depends on: the package and the benchmark scripts, not earlier results.
@@ -43,20 +43,13 @@ def random_episode(generator, image_size: int, ways: int = 5, shots: int = 1, qu
 
 
 def created_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return provenance.created_now()
 
 
 def source_revision(root: str = ROOT) -> Dict[str, Optional[object]]:
     """The git commit the measured code comes from, and whether that code (package and benchmark
     scripts) had uncommitted changes; ``None`` for both outside a git checkout."""
-    def git(*arguments: str) -> str:
-        return subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, check=True).stdout
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED_CODE).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "uncommitted_changes": None}
-    return {"git_commit": commit, "uncommitted_changes": bool(changed)}
+    return provenance.source_revision(root, MEASURED_CODE)
 
 
 def save_report(report: Dict, path: str) -> None:

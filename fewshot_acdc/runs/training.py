@@ -23,6 +23,7 @@ import torch
 
 from ..config import TrainConfig, load_config, save_config
 from ..meta import NonFiniteLossError
+from . import provenance
 from .builders import build_maml, build_model, build_optimizer, build_scheduler, resolve_device
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .data import evaluation_episodes, open_split, training_batches
@@ -70,6 +71,8 @@ def train(
         )
     run.create()
     save_config(config, run.config)
+    provenance.record(run.root, "resume" if resume else "start",
+                      iteration=state["iteration"] if resume else 0)
     if run.summary.exists():  # a previous attempt's summary (e.g. failed) no longer describes the run
         run.summary.unlink()
 
