@@ -32,7 +32,7 @@ SHOTS = (1, 5)
 ADAPTS = ("all", "atoms")
 PRESETS = {
     "closer-look": ROOT / "configs" / "closer_look_maml.yaml",
-    "quick": ROOT / "configs" / "quick_builtin.yaml",
+    "quick": ROOT / "configs" / "quick_builtin_head.yaml",
 }
 # Chen et al.'s schedule: 60000 meta-updates for 1-shot, 40000 for 5-shot.
 CLOSER_LOOK_ITERATIONS = {1: 60000, 5: 40000}
