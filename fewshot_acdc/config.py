@@ -158,6 +158,8 @@ def _validate(config: TrainConfig) -> None:
     for key in _NON_NEGATIVE:
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
+    if config.ways < 2:  # every query would carry the one label: 100% whatever the model
+        raise ConfigError(f"ways must be >= 2 (a 1-way episode is scored 100% by any model), got {config.ways}")
     if not 0.0 <= config.atom_drop < 1.0:
         raise ConfigError(f"atom_drop must be in [0, 1), got {config.atom_drop}")
     try:
@@ -218,6 +220,32 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{key} must be {base.__name__}{' or null' if optional else ''}, got {value!r}")
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        where = f"on line {first}" if first == again else f"lines {first} and {again}"
+        super().__init__(f"key {key!r} is given twice ({where}); keep one of them")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last silently,
+    so of two values the one a reader sees first would not be the one used."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *base" entries may be overridden: that is what they are for
+                key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
+                try:
+                    if key in lines:
+                        raise _DuplicateKey(key, lines[key], line)
+                    lines[key] = line
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader's own error names it
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
     """YAML base (optional) + overrides -> a validated :class:`TrainConfig`."""
     values: Dict[str, Any] = {}
@@ -226,7 +254,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (see configs/ for the provided ones)")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+        except _DuplicateKey as error:
+            raise ConfigError(f"config file {path}: {error}") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
         if not isinstance(loaded, dict):

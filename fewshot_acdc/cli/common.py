@@ -1,8 +1,12 @@
-"""Argument parsing shared by the commands: unknown flags are named with the closest valid one."""
+"""What the commands share: argument parsing that names an unknown flag's closest valid one, and
+errors reported as one line (the traceback only with ``--debug``)."""
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
+import traceback
 from typing import List, NoReturn, Optional, Sequence
 
 from ..utils import closest_name
@@ -35,3 +39,32 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+DEBUG_ENV = "FEWSHOT_DEBUG"
+# What goes wrong with data, checkpoints, output paths and configs: our errors name the file and
+# what to do, so the traceback would only bury that line. (An UnsafePickleError is an
+# UnpicklingError.) Anything else is a bug and keeps its traceback.
+USER_ERRORS = (OSError, ValueError, RuntimeError, pickle.UnpicklingError)
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true",
+                        help=f"on an error, print the full traceback too (or set {DEBUG_ENV}=1)")
+
+
+def report_error(prog: str, error: BaseException, debug: bool = False) -> int:
+    """Print ``prog: error: ...`` (after the traceback with --debug or $FEWSHOT_DEBUG); returns exit code 1."""
+    if debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(type(error), error, error.__traceback__)
+    print(f"{prog}: error: {error_message(error)}", file=sys.stderr)
+    return 1
+
+
+def error_message(error: BaseException) -> str:
+    text = str(error)
+    filename = getattr(error, "filename", None)
+    if isinstance(error, OSError) and filename is not None and error.strerror and str(filename) not in error.strerror:
+        # An OSError from the standard library: "[Errno 2] No such file or directory: 'x'".
+        return f"{filename}: {error.strerror}"
+    return text or type(error).__name__

@@ -16,7 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..config import DEVICES
-from .common import ArgumentParser
+from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
 
 def build_parser() -> ArgumentParser:
@@ -33,19 +33,18 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--data-root")
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_debug_flag(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..runs.checkpoint import CheckpointError
     from ..runs.conversion import convert_run, format_result
     try:
         result = convert_run(args.run, checkpoint=args.checkpoint, rank=args.rank, energy=args.energy, out=args.out,
                              evaluate_episodes=args.evaluate, data_root=args.data_root, device=args.device)
-    except (FileNotFoundError, ValueError, RuntimeError, CheckpointError) as error:
-        print(f"convert: error: {error}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as error:  # CheckpointError, data and output errors
+        return report_error("convert", error, args.debug)
     print(json.dumps(result) if args.json else format_result(result))
     return 0
 

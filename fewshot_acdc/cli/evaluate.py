@@ -10,7 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..config import DEVICES
-from .common import ArgumentParser
+from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
 BENCHMARKS = ("episodes", "omniglot-all-runs")
 
@@ -31,6 +31,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--quiet", action="store_true")
+    add_debug_flag(parser)
     return parser
 
 
@@ -55,9 +56,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{record['split']} {record['ways']}-way {record['shots']}-shot: "
                   f"{100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
                   f"({record['episodes']} episodes, set {record['episode_set']})")
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"evaluate.py: error: {error}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as error:  # CheckpointError, data and output errors
+        return report_error("evaluate.py", error, args.debug)
+    except KeyboardInterrupt:  # nothing to keep: an eval file is written whole or not at all
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
 from ..vocabulary import LEARNED_STEP_SIZES, META_LR_SCHEDULES, ROLES
-from .common import ArgumentParser
+from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
 
 def parse_inner_lr(text: str):
@@ -101,6 +101,7 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--test-episodes", type=int)
     run.add_argument("--no-eval", action="store_true", help="skip the test evaluation after training")
     run.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
+    add_debug_flag(run)
     return parser
 
 
@@ -112,12 +113,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
-    from ..runs.training import TrainingStopped, resume_config, train
+    from ..runs.training import resume_config, train
     from ..runs.evaluation import evaluate_run
     try:
         if args.resume:
             if args.config:
                 parser.error("--resume continues a run with its saved config.yaml; --config cannot change it")
+            if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+                parser.error("--resume continues a run in its own directory; --out cannot move it")
             run_dir = Path(args.resume)
             if not (run_dir / "config.yaml").is_file():
                 parser.error(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
@@ -138,9 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for record in evaluate_run(run_dir, device=config.device, progress=not args.quiet):
                 print(f"test {record['ways']}-way {record['shots']}-shot: {100 * record['mean_accuracy']:.2f}% "
                       f"+- {100 * record['ci95']:.2f}% ({record['episodes']} episodes)")
-    except (TrainingStopped, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
-        print(f"run_maml.py: error: {error}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as error:  # TrainingStopped, RunLockedError, CheckpointError, data and output errors
+        return report_error("run_maml.py", error, args.debug)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python run_maml.py --resume {run_dir}", file=sys.stderr)
         return 130

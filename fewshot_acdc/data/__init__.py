@@ -11,7 +11,7 @@ Example::
         ...
     test = create_dataset("builtin", "test")
     episodes = FixedEpisodeSet.load_or_create(test, 5, 1, 15, episodes=600, seed=0)
-    print(episodes.name)                                               # builtin-test-5w1s15q-seed0
+    print(episodes.name)                                               # builtin-test-5w1s15q-seed0-<checksum>
 
 Layouts, downloads and split rules: data/README.md.
 """

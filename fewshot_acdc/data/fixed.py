@@ -1,10 +1,13 @@
 """A saved evaluation set of episodes, so every model is scored on exactly the same episodes.
 
-The file ``<cache_dir>/episodes/<identifier>-<split>-<N>w<K>s<Q>q-seed<seed>.npz`` holds the
-episodes as dataset indices (int32 ``support`` [E, N*K], ``query`` [E, N*Q], ``classes`` [E, N])
+The file ``<cache_dir>/episodes/<identifier>-<split>-<N>w<K>s<Q>q-seed<seed>-<digest>.npz`` holds
+the episodes as dataset indices (int32 ``support`` [E, N*K], ``query`` [E, N*Q], ``classes`` [E, N])
 plus a JSON ``meta`` record with the dataset's fingerprint: checksums of its class list and of its
-per-image labels. Loading it against a dataset whose class list or labels differ raises
-:class:`EpisodeSetMismatchError` instead of silently scoring a model on different images.
+per-image labels. ``digest`` is a checksum of that fingerprint, so two datasets that differ (e.g.
+two data roots, or two layouts listing the classes in another order) get two files, and two
+evaluations name the same set only if they indexed the same images. A file that does not match
+the dataset anyway (copied or renamed) raises :class:`EpisodeSetMismatchError` instead of
+silently scoring a model on different images.
 
 Episode i of the set is episode i of ``EpisodeSampler(dataset, N, K, Q, seed)``, so a set of 600
 episodes is the first 600 of a set of 1000, and asking for more episodes than a file holds
@@ -13,6 +16,7 @@ extends the file without changing the episodes already in it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,8 +34,15 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 
 
-def episode_set_name(identifier: str, split: str, ways: int, shots: int, queries: int, seed: int) -> str:
-    return f"{identifier}-{split}-{ways}w{shots}s{queries}q-seed{seed}"
+def episode_set_name(identifier: str, split: str, ways: int, shots: int, queries: int, seed: int,
+                     digest: str) -> str:
+    return f"{identifier}-{split}-{ways}w{shots}s{queries}q-seed{seed}-{digest}"
+
+
+def dataset_digest(dataset: "FewShotDataset") -> str:
+    """8 hex digits of a checksum of the dataset's fingerprint (classes, labels, split)."""
+    text = json.dumps(dataset.fingerprint(), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
 class _StoredIndices:
@@ -49,8 +60,9 @@ class FixedEpisodeSet:
 
     Use :meth:`load_or_create`. Iterating yields :class:`Episode` (never augmented);
     ``indices(i)`` gives episode i as :class:`EpisodeIndices`; ``loader(num_workers)`` builds
-    episodes in DataLoader workers. ``name`` (e.g. "miniimagenet-test-5w1s15q-seed0") identifies
-    the set in evaluation reports: two results with the same name were scored on the same episodes.
+    episodes in DataLoader workers. ``name`` (e.g. "miniimagenet-test-5w1s15q-seed0-1f2e3d4c")
+    identifies the set in evaluation reports: two results with the same name were scored on the
+    same episodes.
     """
 
     def __init__(self, dataset: "FewShotDataset", support: np.ndarray, query: np.ndarray,
@@ -59,7 +71,8 @@ class FixedEpisodeSet:
         self.dataset = dataset
         self.ways, self.shots, self.queries, self.seed = ways, shots, queries, seed
         self.path = path
-        self.name = episode_set_name(dataset.identifier, dataset.split, ways, shots, queries, seed)
+        self.name = episode_set_name(dataset.identifier, dataset.split, ways, shots, queries, seed,
+                                     dataset_digest(dataset))
         self._stored = _StoredIndices(support, query, classes)
 
     # ------------------------------------------------------------------ construction
@@ -76,7 +89,8 @@ class FixedEpisodeSet:
         if not isinstance(episodes, (int, np.integer)) or episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
         sampler = EpisodeSampler(dataset, ways, shots, queries, seed)  # validates the request
-        name = episode_set_name(dataset.identifier, dataset.split, ways, shots, queries, seed)
+        name = episode_set_name(dataset.identifier, dataset.split, ways, shots, queries, seed,
+                                dataset_digest(dataset))
         path = resolve_cache_dir(cache_dir) / "episodes" / f"{name}.npz"
         stored: list[np.ndarray] | None = None
         if path.exists():

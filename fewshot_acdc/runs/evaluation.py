@@ -83,6 +83,8 @@ def evaluate_run(
 ) -> List[Dict[str, object]]:
     """Score ``checkpoint`` of ``run_dir`` on fixed ``split`` episodes; write one eval file per
     shot count and return their contents."""
+    if ways is not None and ways < 2:  # every query would carry the one label
+        raise ValueError(f"--ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
     from .data import evaluation_episodes, open_split
     from .training import mean_and_ci95, resume_config
     run = RunDirectory(run_dir)

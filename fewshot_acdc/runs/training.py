@@ -8,7 +8,11 @@ are those of the last good interval.
 
 Resuming reproduces an uninterrupted run: training episodes are a pure function of
 ``(seed, iteration)`` and the checkpoint carries the model, Adam's state and torch's RNG state
-(atom-drop masks come from it).
+(atom-drop masks come from it), the metrics lines up to its iteration and the sums of the log
+interval it fell in. ``checkpoints/last.pt`` is the one commit point: what follows it (best.pt,
+the metrics line) is redone from it on resume if an interruption came in between, and what came
+after it is dropped and recomputed, identically. A lock keeps a second process out of the
+directory; what a resume may change is in :mod:`.resume`. Guarantees: docs/run_directory.md.
 """
 from __future__ import annotations
 
@@ -21,14 +25,21 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 
-from ..config import TrainConfig, load_config, save_config
+from ..config import ConfigError, TrainConfig, load_config, save_config
+from ..faults import arm as arm_faults
+from ..faults import disarm as disarm_faults
+from ..faults import fault_point, fault_points
 from ..meta import NonFiniteLossError
+from ..utils import atomic_write
 from . import provenance
 from .builders import build_maml, build_model, build_optimizer, build_scheduler, resolve_device
-from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .checkpoint import (checkpoint_iteration, copy_checkpoint, load_checkpoint, restore_rng_state, rng_state,
+                         save_checkpoint)
 from .data import evaluation_episodes, open_split, training_batches
-from .directory import RunDirectory
+from .directory import MetricsLog, RunDirectory
 from .evaluation import score_episodes
+from .interrupts import DeferredInterrupt
+from .resume import apply_changes, describe, resume_changes
 
 # Cross-entropy starts near ln(ways) (1.6 for 5-way); a meta-loss above this means logits of
 # order 1e3: the run has diverged and further steps only waste compute.
@@ -57,22 +68,53 @@ def train(
 ) -> Dict[str, object]:
     """Train ``config`` in ``run_dir`` (or resume it from ``checkpoints/last.pt``).
 
-    ``on_step(iteration)`` is called after each completed meta-step (tests use it to interrupt).
+    ``on_step(iteration)`` is called after each completed meta-step (tests use it to interrupt;
+    a ``KeyboardInterrupt`` from it saves the state, as a Ctrl-C does).
     Returns the summary written to ``summary.json``.
+    Raises RunLockedError while another process trains in ``run_dir``.
     """
     run = RunDirectory(run_dir)
+    arm_faults()
+    try:
+        with run.lock(notify=_note), DeferredInterrupt() as interrupt:
+            for path in run.remove_temporaries():
+                _note(f"removed {path}, left by an interrupted write")
+            return _train(config, run, resume=resume, progress=progress, on_step=on_step, interrupt=interrupt)
+    finally:
+        disarm_faults()
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bool,
+           on_step: Optional[Callable[[int], None]], interrupt: DeferredInterrupt) -> Dict[str, object]:
     device = resolve_device(config.device)
     start_iteration, best_val, best_iteration = 0, -math.inf, 0
-    if resume:
+    state: Optional[Dict[str, object]] = None
+    if resume and run.checkpoint("last").exists():
         state = load_checkpoint(run.checkpoint("last"))
+    elif resume:
+        # Stopped before its first checkpoint: nothing was committed, and a run is a function of
+        # its config, so running it from iteration 0 is resuming it.
+        _note(f"{run.checkpoint('last')} does not exist yet: {run.root} starts again from iteration 0")
     elif run.checkpoint("last").exists():
         raise FileExistsError(
             f"{run.root} already holds a run (checkpoints/last.pt); pass --resume to continue it or choose another --out"
         )
-    run.create()
-    save_config(config, run.config)
-    provenance.record(run.root, "resume" if resume else "start",
-                      iteration=state["iteration"] if resume else 0)
+    changes = []
+    if state is not None:
+        saved = state.get("config") or _saved_config(run)
+        changes = list(state.get("config_changes", [])) + resume_changes(saved, config, state["iteration"])
+        if len(changes) > len(state.get("config_changes", [])):
+            _note(f"resuming at iteration {state['iteration']} with "
+                  f"{describe(changes[len(state.get('config_changes', [])):])}")
+    metrics_log = MetricsLog(run.metrics)
+    atomic_write(run.config, lambda temporary: save_config(config, temporary))
+    provenance.record(run.root, "resume" if state is not None else "start",
+                      iteration=state["iteration"] if state is not None else 0,
+                      **({"config_changes": changes} if changes else {}))
     if run.summary.exists():  # a previous attempt's summary (e.g. failed) no longer describes the run
         run.summary.unlink()
 
@@ -85,7 +127,7 @@ def train(
     maml = build_maml(config, model)
     optimizer = build_optimizer(config, maml)
     scheduler = build_scheduler(config, optimizer)
-    if resume:
+    if state is not None:
         model.load_state_dict(state["model"])
         maml.step_sizes.load_state_dict(state.get("step_sizes", {}))
         optimizer.load_state_dict(state["optimizer"])
@@ -93,25 +135,57 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         start_iteration, best_val, best_iteration = state["iteration"], state["best_val_accuracy"], state["best_iteration"]
-        run.truncate_metrics_after(start_iteration)
+        apply_changes(changes, optimizer)
+        for message in metrics_log.restore(state.get("metrics"), start_iteration, run.checkpoint("last")):
+            _note(message)
+        if best_iteration == start_iteration and checkpoint_iteration(run.checkpoint("best")) != start_iteration:
+            # Stopped between committing last.pt and copying it to best.pt: finish the copy.
+            copy_checkpoint(run.checkpoint("last"), run.checkpoint("best"))
+    else:
+        for message in metrics_log.reset():
+            _note(message)
 
     def checkpoint_state(iteration: int) -> Dict[str, object]:
         return {"model": model.state_dict(), "step_sizes": maml.step_sizes.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state(),
-                "iteration": iteration, "best_val_accuracy": best_val, "best_iteration": best_iteration}
+                "iteration": iteration, "best_val_accuracy": best_val, "best_iteration": best_iteration,
+                # What makes the resumed run the same run: the lines up to here (so they cannot be
+                # lost or doubled), the log interval in progress, and the config trained with.
+                "metrics": metrics_log.text(),
+                "interval": {"loss": interval_loss, "accuracy": interval_accuracy, "steps": interval_steps,
+                             "seconds": time.perf_counter() - interval_start,
+                             "diagnostics": {"steps": diagnostics.steps, "sums": diagnostics.sums}},
+                "config": config.to_dict(), "config_changes": changes}
+
+    def commit(iteration: int) -> None:
+        """last.pt is the commit; best.pt (a copy of it) and the metrics file derive from it."""
+        save_checkpoint(run.checkpoint("last"), checkpoint_state(iteration))
+        fault_point("committed")
+        if best_iteration == iteration:
+            copy_checkpoint(run.checkpoint("last"), run.checkpoint("best"))
+        metrics_log.flush()
 
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=config.iterations, initial=start_iteration, desc="meta-train", dynamic_ncols=True)
-    interval_loss, interval_accuracy, interval_steps = 0.0, 0.0, 0
-    interval_start = time.perf_counter()
-    elapsed_before = sum(r.get("seconds_interval", 0.0) for r in run.read_metrics())
-    last_saved = start_iteration
+    interval_loss, interval_accuracy, interval_steps, interval_seconds = 0.0, 0.0, 0, 0.0
     diagnostics = DiagnosticsInterval()
+    if state is not None and state.get("interval") is not None:
+        # The checkpoint fell inside a log interval (a Ctrl-C): continue it, so that its line
+        # averages the same steps as in the uninterrupted run.
+        interval = state["interval"]
+        interval_loss, interval_accuracy, interval_steps = interval["loss"], interval["accuracy"], interval["steps"]
+        interval_seconds = interval["seconds"]
+        diagnostics.steps, diagnostics.sums = interval["diagnostics"]["steps"], interval["diagnostics"]["sums"]
+    interval_start = time.perf_counter() - interval_seconds
+    elapsed_before = sum(r.get("seconds_interval", 0.0) for r in metrics_log.records())
+    last_saved = start_iteration
     last_val: Optional[float] = None  # the latest validation accuracy, for the progress bar
     iteration = start_iteration
+    consistent: Optional[int] = None  # set where the state is exactly that after a meta-step
+    interrupt.active = True
     try:
         for iteration, episodes in training_batches(config, train_split, start_iteration, device):
             try:
@@ -137,19 +211,20 @@ def train(
                           "meta_lr": optimizer.param_groups[0]["lr"], **diagnostics.mean()}
                 diagnostics = DiagnosticsInterval()
                 if validate:
-                    accuracies = score_episodes(maml, validation, device)
+                    accuracies = score_episodes(maml, fault_points(validation, "validation"), device)
                     mean, ci95 = mean_and_ci95(accuracies)
                     record.update(val_accuracy=mean, val_ci95=ci95, val_episodes=len(accuracies))
                     last_val = mean
                     if mean > best_val:
                         best_val, best_iteration = mean, iteration
-                        save_checkpoint(run.checkpoint("best"), checkpoint_state(iteration))
-                    save_checkpoint(run.checkpoint("last"), checkpoint_state(iteration))
-                    last_saved = iteration
-                run.append_metrics(record)
+                metrics_log.add(record)
                 elapsed_before += seconds
                 interval_loss, interval_accuracy, interval_steps = 0.0, 0.0, 0
                 interval_start = time.perf_counter()
+                if validate:
+                    commit(iteration)  # after the line and the interval's reset, which it records
+                    last_saved = iteration
+                metrics_log.flush()
             if bar is not None:
                 # After this step's validation, so the bar's last state shows the validation that
                 # the final log line reports (set before it, it showed the previous one). A dict,
@@ -158,21 +233,29 @@ def train(
                 bar.set_postfix({"loss": f"{stats['meta_loss']:.3f}", "acc": f"{stats['accuracy']:.3f}",
                                  "val": f"{last_val:.3f}" if last_val is not None else "-",
                                  "best": f"{best_val:.3f}" if best_val > -math.inf else "-"})
+            consistent = iteration
+            fault_point("step")
             if on_step is not None:
                 on_step(iteration)
+            if interrupt.requested:
+                raise KeyboardInterrupt
+            consistent = None
     except KeyboardInterrupt:
-        # Between two meta-steps the state is consistent: keep it so --resume loses nothing.
-        if iteration > last_saved:
-            save_checkpoint(run.checkpoint("last"), checkpoint_state(iteration))
+        # Saved only where the state is that after a whole meta-step (a first Ctrl-C waits for
+        # one); raised anywhere else (a second Ctrl-C), the last checkpoint stays, which resumes
+        # to the same run.
+        if consistent is not None and consistent > last_saved:
+            commit(consistent)
         raise
     except TrainingStopped as error:
         run.write_json(run.summary, {"status": "failed", "error": str(error), "iteration": iteration})
         raise
     finally:
+        interrupt.active = False
         if bar is not None:
             bar.close()
 
-    metrics = run.read_metrics()
+    metrics = metrics_log.records()
     steps_timed = [r for r in metrics if "seconds_per_step" in r]
     summary = {
         "status": "finished",
@@ -187,6 +270,7 @@ def train(
                                   if steps_timed else None),
         "peak_memory_mb": max((r["peak_memory_mb"] for r in metrics), default=None),
         "best_val_accuracy": best_val, "best_iteration": best_iteration, "device": device.type,
+        "config_changes": changes,
     }
     run.write_json(run.summary, summary)
     return summary
@@ -248,6 +332,14 @@ def _stop_message(run: RunDirectory, iteration: int, problem: str, last_saved: i
             if last_saved > 0 else "no checkpoint had been written yet")
     return (f"training stopped at iteration {iteration}: {problem}; {kept}. "
             "Lower --meta-lr or --inner-lr, set grad_clip, or use --first-order, then --resume or start anew.")
+
+
+def _saved_config(run: RunDirectory) -> Dict[str, object]:
+    """config.yaml as saved, for checkpoints from before they recorded their config."""
+    try:
+        return load_config(run.config).to_dict()
+    except ConfigError:
+        return {}
 
 
 def mean_and_ci95(accuracies) -> tuple:

@@ -21,13 +21,26 @@ def dataset(classes: int = 10, per_class: int = 8, names: list[str] | None = Non
                         split="test", mean=(0.5,) * 3, std=(0.5,) * 3, augment=augment)
 
 
-def test_the_set_is_saved_under_a_name_keyed_by_dataset_split_shape_and_seed(cache_dir):
+def test_the_set_is_saved_under_a_name_keyed_by_dataset_split_shape_seed_and_checksum(cache_dir):
+    digest = fixed_module.dataset_digest(dataset())
+    assert len(digest) == 8
     episodes = FixedEpisodeSet.load_or_create(dataset(), 5, 1, 3, episodes=20, seed=0, cache_dir=cache_dir)
-    assert episodes.name == "tiny-test-5w1s3q-seed0"
-    assert episodes.path == cache_dir / "episodes" / "tiny-test-5w1s3q-seed0.npz"
+    assert episodes.name == f"tiny-test-5w1s3q-seed0-{digest}"
+    assert episodes.path == cache_dir / "episodes" / f"tiny-test-5w1s3q-seed0-{digest}.npz"
     assert episodes.path.exists() and len(episodes) == 20
     other = FixedEpisodeSet.load_or_create(dataset(), 5, 2, 3, episodes=20, seed=1, cache_dir=cache_dir)
-    assert other.path.name == "tiny-test-5w2s3q-seed1.npz"
+    assert other.path.name == f"tiny-test-5w2s3q-seed1-{digest}.npz"
+
+
+def test_datasets_that_differ_under_one_identifier_get_their_own_sets_in_one_cache(cache_dir):
+    # Issue 16: a second data root (same identifier, other images per class) failed with "episode
+    # set was made from a different dataset" until it was given its own --episode-dir.
+    first = FixedEpisodeSet.load_or_create(dataset(per_class=8), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    second = FixedEpisodeSet.load_or_create(dataset(per_class=9), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    assert first.path != second.path and first.name != second.name  # never paired as the same episodes
+    again = FixedEpisodeSet.load_or_create(dataset(per_class=8), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    assert again.path == first.path
+    assert all(np.array_equal(first.indices(i).support, again.indices(i).support) for i in range(10))
 
 
 def test_the_saved_file_is_reused_not_redrawn(cache_dir, monkeypatch):
@@ -65,18 +78,28 @@ def test_asking_for_more_episodes_extends_the_file_without_changing_existing_one
         assert np.array_equal(fewer.indices(i).query, large.indices(i).query)
 
 
+def _copied_over(source: FixedEpisodeSet, target_dataset: ArrayDataset, cache_dir) -> str:
+    """Put ``source``'s file where ``target_dataset``'s set would be (a copied or renamed file)."""
+    digest = fixed_module.dataset_digest(target_dataset)
+    target = cache_dir / "episodes" / f"tiny-test-5w1s2q-seed0-{digest}.npz"
+    target.write_bytes(source.path.read_bytes())
+    return target.name
+
+
 def test_a_set_made_from_another_class_list_is_detected(cache_dir):
-    FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    made = FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
     renamed = dataset(names=[f"other{c}" for c in range(10)])
+    name = _copied_over(made, renamed, cache_dir)
     with pytest.raises(EpisodeSetMismatchError) as error:
         FixedEpisodeSet.load_or_create(renamed, 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
     message = str(error.value)
-    assert "tiny-test-5w1s2q-seed0.npz" in message and "class_list_sha256" in message
+    assert name in message and "class_list_sha256" in message
     assert "delete the file" in message
 
 
 def test_a_set_made_from_other_images_per_class_is_detected(cache_dir):
-    FixedEpisodeSet.load_or_create(dataset(per_class=8), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    made = FixedEpisodeSet.load_or_create(dataset(per_class=8), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    _copied_over(made, dataset(per_class=9), cache_dir)
     with pytest.raises(EpisodeSetMismatchError, match="num_images"):
         FixedEpisodeSet.load_or_create(dataset(per_class=9), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
 
@@ -84,7 +107,7 @@ def test_a_set_made_from_other_images_per_class_is_detected(cache_dir):
 def test_an_unreadable_file_names_itself(cache_dir):
     episodes = FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
     episodes.path.write_bytes(b"not an npz")
-    with pytest.raises(CorruptDataError, match="tiny-test-5w1s2q-seed0.npz"):
+    with pytest.raises(CorruptDataError, match=f"tiny-test-5w1s2q-seed0-{fixed_module.dataset_digest(dataset())}.npz"):
         FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
 
 
