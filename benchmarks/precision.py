@@ -11,6 +11,10 @@ float32, and in float32 with every forward under ``torch.autocast(dtype=bfloat16
 outside it, as autocast wants). Printed and saved (``benchmarks/results/precision.json``): the
 relative error ``|g - g64| / |g64|`` and the cosine to the float64 gradient, per precision.
 
+``--inner-lr`` takes one rate or rates per parameter role (``atoms=1e-4,default=0.01``): issue 15
+asks whether per-role step sizes, which stop the inner loop from rescaling the atoms several-fold
+per step, also make the float32 meta-gradient of ACDC-nets accurate again.
+
 The float32 row is the yardstick: how sensitive the meta-gradient of this setting is to rounding
 at all (batch-statistics BatchNorm on a 5-image support set makes it very sensitive in deep
 ResNets).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import sys
 from typing import Dict, List
@@ -30,6 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
+from fewshot_acdc.cli.train import parse_inner_lr  # noqa: E402
 from fewshot_acdc.meta import MAML, Episode  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
 
@@ -70,10 +76,11 @@ def compare(config: Dict, device: torch.device) -> Dict:
     generator = torch.Generator().manual_seed(1)
     queries = config["queries"]
     episode = random_episode(generator, size, queries=queries, device=device)
-    gradients = {precision: meta_gradient(model, episode, precision, config) for precision in PRECISIONS}
+    gradients = {precision: meta_gradient(model, episode, precision, config)
+                 for precision in ("float64", *config.setdefault("precisions", list(PRECISIONS[1:])))}
     reference = gradients["float64"]
     row = dict(config)
-    for precision in PRECISIONS[1:]:
+    for precision in config["precisions"]:
         error = gradients[precision] - reference
         row[precision] = {"relative_error": float(error.norm() / reference.norm()),
                           "cosine": float(F.cosine_similarity(gradients[precision], reference, dim=0))}
@@ -89,7 +96,10 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--inner-steps", type=int, default=2)
-    parser.add_argument("--inner-lr", type=float, default=0.01)
+    parser.add_argument("--inner-lr", type=parse_inner_lr, nargs="+", default=[0.01],
+                        help="one rate, or per role (atoms=1e-4,default=0.01); several: compared side by side")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS[1:]),
+                        help="compared with float64: " + ", ".join(PRECISIONS[1:]))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=DEFAULT_OUT)
@@ -98,14 +108,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows: List[Dict] = []
-    for backbone, conv, scope, order in configuration_grid(args.backbones, args.convs, args.scopes, args.orders):
+    for (backbone, conv, scope, order), inner_lr in itertools.product(
+            configuration_grid(args.backbones, args.convs, args.scopes, args.orders), args.inner_lr):
+        if isinstance(inner_lr, dict) and conv == "standard" and set(inner_lr) - {"default"} <= {"atoms"}:
+            continue  # the standard conv has no atoms: the same as the single default rate
         config = {"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": args.image_size,
-                  "queries": args.queries, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr}
+                  "queries": args.queries, "inner_steps": args.inner_steps, "inner_lr": inner_lr,
+                  "precisions": [name for name in args.precisions.split(",") if name]}
         row = compare(config, device)
         rows.append(row)
-        print(f"{backbone:9s} {conv:9s} {scope:6s} {order:6s} " + "  ".join(
+        print(f"{backbone:9s} {conv:9s} {scope:6s} {order:6s} {inner_lr} " + "  ".join(
             f"{precision}: rel. error {row[precision]['relative_error']:.2e}, cos {row[precision]['cosine']:.4f}"
-            for precision in PRECISIONS[1:]), flush=True)
+            for precision in config["precisions"]), flush=True)
     report = {"created": created_now(),
               "command": "python benchmarks/precision.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -149,18 +149,24 @@ def saved_tensors_section(report: Dict) -> List[str]:
 
 
 def precision_section(report: Dict) -> List[str]:
-    lines = [f"## Meta-gradient accuracy: float32 and bfloat16 autocast against float64 ({report.get('device', 'cpu')})", "",
+    rows = report["rows"]
+    rates = any(isinstance(row.get("inner_lr"), dict) for row in rows)
+    title = ("Meta-gradient accuracy with per-role inner step sizes: float32 against float64" if rates else
+             "Meta-gradient accuracy: float32 and bfloat16 autocast against float64")
+    lines = [f"## {title} ({report.get('device', 'cpu')})", "",
              f"`{report.get('command')}` on {report.get('device_name', report.get('device', '?'))}, torch "
              f"{report.get('torch', '?')}, created {report.get('created', '?')}{source_text(report)}: one task's "
              "meta-gradient, same initialization and episode; relative error |g - g64| / |g64| and cosine to the "
              "float64 gradient.", "",
-             "| backbone | px | conv | scope | order | float32 rel. error | float32 cosine | bf16-autocast rel. error "
-             "| bf16-autocast cosine |", "|---|---|---|---|---|---|---|---|---|"]
-    for row in report["rows"]:
-        single, mixed = row["float32"], row["bfloat16-autocast"]
+             "| backbone | px | conv | scope | order | inner lr | float32 rel. error | float32 cosine | "
+             "bf16-autocast rel. error | bf16-autocast cosine |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        single, mixed = row["float32"], row.get("bfloat16-autocast")
+        rate = row.get("inner_lr", "")
+        rate = ", ".join(f"{role} {value:g}" for role, value in rate.items()) if isinstance(rate, dict) else f"{rate:g}"
+        bf16 = f"{mixed['relative_error']:.2f} | {mixed['cosine']:.3f}" if mixed else "— | —"
         lines.append(f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
-                     f"{single['relative_error']:.1e} | {single['cosine']:.4f} | {mixed['relative_error']:.2f} | "
-                     f"{mixed['cosine']:.3f} |")
+                     f"{rate} | {single['relative_error']:.1e} | {single['cosine']:.4f} | {bf16} |")
     return lines + [""]
 
 
@@ -203,6 +209,7 @@ def main(argv=None) -> int:
             parts.append("\n".join(step_section(title, report)))
     for name, section in (("maml_phases.json", phases_section), ("saved_tensors.json", saved_tensors_section),
                           ("precision.json", precision_section),
+                          ("precision_roles.json", precision_section),
                           ("precision_gpu.json", precision_section)):
         report = load(name)
         if report:
