@@ -56,6 +56,21 @@ def evaluation_maml(config, model: nn.Module, state: Dict[str, object], ways: in
     return maml
 
 
+# The BatchNorm the engine uses (fewshot_acdc.meta.batchnorm): statistics of the batch being
+# normalised, in the inner loop and on the query set alike. Recorded with every evaluation because
+# numbers computed with running statistics at test time are not comparable with these.
+BATCHNORM = "transductive: batch statistics of the support set in the inner loop and of the query set when scored"
+
+
+def evaluation_context(config) -> Dict[str, object]:
+    """What an evaluation's number depends on besides the episodes: BatchNorm, the inner loop's
+    step sizes, and the code and machine that computed it."""
+    from . import provenance
+    return {"batchnorm": BATCHNORM, "adapt": config.adapt, "inner_lr": config.inner_lr,
+            "learn_inner_lr": config.learn_inner_lr, "created": provenance.created_now(),
+            "source": provenance.source_revision(), "machine": provenance.machine()}
+
+
 def load_trained(run_dir: Union[str, Path], checkpoint: str, device: torch.device, in_channels: int,
                  overrides: Optional[Dict[str, object]] = None):
     """Config, model with the checkpoint's weights, and a MAML engine for evaluation."""
@@ -111,7 +126,7 @@ def evaluate_run(
                   "queries": config.queries_eval, "episodes": len(accuracies), "episode_set": episode_set.name,
                   "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
                   "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
-                  "per_episode_accuracy": accuracies}
+                  "per_episode_accuracy": accuracies, **evaluation_context(config)}
         run.write_json(run.eval_file(split, ways, shot_count), record)
         results.append(record)
     return results
@@ -173,7 +188,7 @@ def evaluate_omniglot_all_runs(
     benchmark = {"benchmark": "omniglot-all-runs", "runs": len(runs),
                  "error_rate": sum(per_run_error) / len(per_run_error), "per_run_error_rate": per_run_error,
                  "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
-                 "checkpoint_iteration": state["iteration"], "seed": config.seed}
+                 "checkpoint_iteration": state["iteration"], "seed": config.seed, **evaluation_context(config)}
     run.write_json(run.eval_dir / "omniglot-all-runs.json", benchmark)
 
     # 5-way 1-shot episodes drawn within the runs' alphabets.
@@ -186,6 +201,6 @@ def evaluate_omniglot_all_runs(
         "episodes": len(accuracies), "episode_set": f"omniglot-all-runs-5w1s1q-seed0-{len(accuracies)}",
         "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
         "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
-        "per_episode_accuracy": accuracies})
+        "per_episode_accuracy": accuracies, **evaluation_context(config)})
     benchmark["five_way_accuracy"], benchmark["five_way_ci95"] = mean, ci95
     return benchmark

@@ -121,6 +121,36 @@ def test_evaluation_writes_per_episode_accuracies_on_a_fixed_episode_set(tiny_co
     mean, ci95 = mean_and_ci95(record["per_episode_accuracy"])
     assert record["mean_accuracy"] == pytest.approx(mean) and record["ci95"] == pytest.approx(ci95)
     assert (run / "eval" / "test_3way_2shot.json").is_file()
+    # what the number depends on besides the episodes (issues 15 and 17)
+    assert record["batchnorm"].startswith("transductive") and record["inner_lr"] == tiny_config.inner_lr
+    assert record["learn_inner_lr"] == "none" and len(record["source"]["git_commit"]) == 40
+    assert record["machine"]["cpu_count"] >= 1
+
+
+def test_learned_step_sizes_are_checkpointed_resumed_and_used_by_evaluation(tiny_config, tmp_path):
+    config = tiny_config.replace(learn_inner_lr="meta-sgd", adapt="atoms+head", meta_lr_schedule="cosine",
+                                 inner_lr={"atoms": 0.01, "head": 0.1})
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    train(config, whole, progress=False)
+
+    def stop_at_3(iteration):
+        if iteration == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(config, interrupted, progress=False, on_step=stop_at_3)
+    summary = train(config, interrupted, resume=True, progress=False)
+    assert summary["status"] == "finished"
+    a = load_checkpoint(whole / "checkpoints" / "last.pt")
+    b = load_checkpoint(interrupted / "checkpoints" / "last.pt")
+    assert a["step_sizes"].keys() == b["step_sizes"].keys() and len(a["step_sizes"]) > 0
+    assert all(torch.equal(a["step_sizes"][key], b["step_sizes"][key]) for key in a["step_sizes"])
+    assert any(not torch.all(scale == 1) for scale in a["step_sizes"].values())  # they were meta-learned
+    assert a["scheduler"]["last_epoch"] == 6
+    lines = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["meta_lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to meta_lr_min (0) at the end
+    assert "inner_grad_norm_by_role" in lines[-1] and "support_loss_after" in lines[-1]
+    record = evaluate_run(whole, shots=[1], device="cpu")[0]
+    assert record["learn_inner_lr"] == "meta-sgd"
 
 
 def test_mean_and_ci95_by_hand():
