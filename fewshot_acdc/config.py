@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, ge
 import yaml
 
 from .utils import closest_name as _closest
-from .vocabulary import LEARNED_STEP_SIZES, META_LR_SCHEDULES, check_role_learning_rates
+from .vocabulary import BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, check_role_learning_rates
 
 BACKBONES = ("conv4", "resnet10", "resnet18", "resnet34")
 ACDC_KINDS = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
@@ -66,6 +66,8 @@ class TrainConfig:
     multi_step_anneal: Optional[int] = None  # MAML++ multi-step loss: the query loss after every inner step,
                                       # annealed to the last step over this many iterations (null: off)
     first_order: bool = False
+    batchnorm: str = "transductive"   # transductive: batch statistics everywhere (reference MAML) | per-step:
+                                      # MAML++ BN weights and running statistics per inner step, used at test time
     meta_lr: float = 1e-3
     meta_lr_schedule: str = "constant"  # constant | cosine (annealed to meta_lr_min over the run's iterations)
     meta_lr_min: float = 0.0
@@ -141,7 +143,7 @@ def _acdc_of(conv: str) -> str:
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 _CHOICES = {"backbone": BACKBONES, "acdc": ACDC_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
             "device": DEVICES, "task_batching": TASK_BATCHING, "learn_inner_lr": LEARNED_STEP_SIZES,
-            "meta_lr_schedule": META_LR_SCHEDULES}
+            "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES}
 _POSITIVE = ("atoms", "inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
              "image_size", "log_every", "val_every", "val_episodes", "test_episodes")
 _NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed")

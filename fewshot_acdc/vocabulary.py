@@ -18,6 +18,9 @@ LEARNED_STEP_SIZES = ("none", "lslr", "meta-sgd")
 # The key of a per-role inner_lr mapping that stands for every role it does not name.
 DEFAULT_ROLE = "default"
 
+# BatchNorm under MAML: batch statistics everywhere, or MAML++'s per-step weights and running statistics.
+BATCHNORM_CHOICES = ("transductive", "per-step")
+
 # Outer-loop learning-rate schedules.
 META_LR_SCHEDULES = ("constant", "cosine")
 

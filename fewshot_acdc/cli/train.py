@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
-from ..vocabulary import LEARNED_STEP_SIZES, META_LR_SCHEDULES, ROLES
+from ..vocabulary import BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, ROLES
 from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
 
@@ -38,7 +38,7 @@ def parse_inner_lr(text: str):
 # flag destination -> config key, for every flag that overrides a config value
 FLAG_KEYS = (
     "backbone", "acdc", "conv", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
-    "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "meta_lr",
+    "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "meta_lr",
     "meta_lr_schedule", "meta_lr_min", "meta_batch", "first_order", "grad_clip",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "num_workers", "episode_dir",
     "log_every", "val_every", "val_episodes", "test_episodes", "device", "threads", "seed",
@@ -69,6 +69,9 @@ def build_parser() -> ArgumentParser:
                       help="meta-learn the step sizes: lslr (per tensor and step, MAML++), meta-sgd (per element)")
     maml.add_argument("--multi-step-anneal", type=int, metavar="ITERATIONS",
                       help="MAML++ multi-step loss, annealed to the last inner step over ITERATIONS")
+    maml.add_argument("--batchnorm", choices=BATCHNORM_CHOICES,
+                      help="transductive (batch statistics everywhere) or per-step (MAML++: BN weights and running "
+                           "statistics per inner step, used at test time)")
     maml.add_argument("--meta-lr", type=float)
     maml.add_argument("--meta-lr-schedule", choices=META_LR_SCHEDULES)
     maml.add_argument("--meta-lr-min", type=float, help="cosine schedule's final meta learning rate")

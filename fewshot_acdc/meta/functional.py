@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..nn.norm import has_per_step_batchnorm, inner_step
 from .batchnorm import DecomposedBatchNorm
 from .step_sizes import StepSizes, step_size
 
@@ -61,6 +62,8 @@ def trunk_is_frozen(model: nn.Module, adapted_names: Sequence[str]) -> bool:
     if not isinstance(head, nn.Module) or not callable(getattr(model, "embed", None)):
         return False
     if not adapted_names or not all(name.startswith("head.") for name in adapted_names):
+        return False
+    if has_per_step_batchnorm(model):  # each step normalises with its own BN weights and statistics
         return False
     return not any(
         module.training and (isinstance(module, nn.modules.dropout._DropoutNd) or getattr(module, "atom_drop", 0) > 0)
@@ -145,7 +148,8 @@ def adapt_steps(
                 adapted[name] = adapted[name].detach().requires_grad_(True)
         support_loss = _support_loss_function(model, params, adapted_names, images, labels, steps)
         for step in range(steps):
-            loss = support_loss(adapted)
+            with inner_step(step):
+                loss = support_loss(adapted)
             targets = [adapted[name] for name in adapted_names]
             grads = torch.autograd.grad(loss, targets, create_graph=create_graph, allow_unused=True)
             norms.append(torch.stack([torch.linalg.vector_norm(grad.detach()) if grad is not None
@@ -160,7 +164,7 @@ def adapt_steps(
                 trajectory.append(dict(adapted))
         final = None
         if score_final_support:
-            with torch.no_grad():
+            with torch.no_grad(), inner_step(max(steps - 1, 0)):
                 final = support_loss(adapted).detach()
     support_losses = torch.stack(losses) if losses else images.new_zeros(0)
     gradient_norms = torch.stack(norms) if norms else images.new_zeros(0, len(adapted_names))
@@ -193,15 +197,17 @@ def weighted_query_loss(model: nn.Module, result: InnerLoopResult, query_images:
     """Query loss after adaptation, or MAML++'s multi-step loss ``sum_k w_k * L_query(theta_k)``
     when ``step_weights`` (one per step, from ``result.trajectory``) are given; the accuracy is
     always that of the final parameters."""
-    loss, accuracy = score_query(model, result.adapted, query_images, query_labels)
+    with inner_step(max(result.support_losses.shape[0] - 1, 0)):  # the step the last update belongs to
+        loss, accuracy = score_query(model, result.adapted, query_images, query_labels)
     if step_weights is None:
         return loss, accuracy
     if len(step_weights) != len(result.trajectory):
         raise ValueError(f"{len(step_weights)} multi-step weights for {len(result.trajectory)} inner steps")
     total = step_weights[-1] * loss
-    for weight, params in zip(step_weights[:-1], result.trajectory[:-1]):
+    for step, (weight, params) in enumerate(zip(step_weights[:-1], result.trajectory[:-1])):
         if weight:
-            total = total + weight * score_query(model, params, query_images, query_labels)[0]
+            with inner_step(step):
+                total = total + weight * score_query(model, params, query_images, query_labels)[0]
     return total, accuracy
 
 

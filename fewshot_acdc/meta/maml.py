@@ -55,6 +55,11 @@ Evaluation
     the query set under ``torch.no_grad()``.
 
 BatchNorm and ``train()``/``eval()``
+    Two choices, recorded as :attr:`MAML.batchnorm` (and in every eval file). ``per-step``: the
+    backbone's BatchNorm layers were replaced by MAML++'s
+    :class:`~fewshot_acdc.nn.PerStepBatchNorm2d` (``use_per_step_batchnorm``): BN weights and
+    running statistics per inner step, batch statistics in meta-training, running statistics in
+    ``eval()``, so evaluation is not transductive. ``transductive`` (the default), below.
     MAML backbones are built with ``track_running_stats=False``: BatchNorm normalizes with the
     statistics of the batch it sees, in the inner loop (the support set) and on the query set:
     transductive, as the reference MAML implementations (Finn et al.; learn2learn and higher
@@ -88,6 +93,7 @@ from .batchnorm import check_no_running_stats
 from .episodes import Episode, check_label_ranges, check_support_set, prepare_episodes
 from .errors import EpisodeError, NonFiniteLossError
 from ..nn import parameter_roles
+from ..nn.norm import has_per_step_batchnorm, inner_step
 from .functional import Params, adapt_steps, inner_loop, score_query, vmapped_meta_losses, weighted_query_loss
 from .scopes import adapted_parameter_names, check_scope
 from .step_sizes import LEARNED_STEP_SIZES, InnerStepSizes, check_role_learning_rates, multi_step_weights
@@ -172,6 +178,10 @@ class MAML:
         if multi_step_anneal is not None and (not _is_integer(multi_step_anneal) or multi_step_anneal < 1):
             raise ValueError(f"multi_step_anneal must be None or an integer >= 1, got {multi_step_anneal!r}")
         check_no_running_stats(model)
+        self.batchnorm = "per-step" if has_per_step_batchnorm(model) else "transductive"
+        if self.batchnorm == "per-step" and task_batching == "vmap":
+            raise ValueError("per-step BatchNorm updates its running statistics in place, which torch.func.vmap "
+                             "cannot batch; use task_batching='sequential'")
         self.model = model
         self.scope = scope
         self.inner_steps = inner_steps
@@ -422,7 +432,7 @@ class MAML:
                 inner_lr=self.step_sizes.values(detach=True), steps=steps, create_graph=False,
                 track_meta_gradient=False,
             )
-            with torch.no_grad():
+            with torch.no_grad(), inner_step(max(steps - 1, 0)):
                 loss, accuracy = score_query(self.model, adapted, episode.query_images, episode.query_labels)
         summary = torch.cat([loss.reshape(1), accuracy.reshape(1), support]).cpu().tolist()
         self._raise_if_nonfinite([summary[2:]], summary[:1], steps,

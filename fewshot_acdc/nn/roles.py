@@ -21,6 +21,7 @@ from .acdc import ACDCConv2d
 from .basis import BasisConv2d
 from .dcf import DCFConv2d
 from .factory import CoefficientBank
+from .norm import PerStepBatchNorm2d
 from .repetition import RepeatedConv2d
 
 # Parameter attribute -> role, for the layers whose parameters may be registered elsewhere (a
@@ -61,7 +62,7 @@ def parameter_roles(model: nn.Module) -> Dict[str, str]:
                 role = "coefficients"
             elif isinstance(module, nn.modules.conv._ConvNd):
                 role = "conv"
-            elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+            elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, PerStepBatchNorm2d)):
                 role = "norm"
             else:
                 role = "other"

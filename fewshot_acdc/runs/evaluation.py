@@ -56,17 +56,20 @@ def evaluation_maml(config, model: nn.Module, state: Dict[str, object], ways: in
     return maml
 
 
-# The BatchNorm the engine uses (fewshot_acdc.meta.batchnorm): statistics of the batch being
-# normalised, in the inner loop and on the query set alike. Recorded with every evaluation because
-# numbers computed with running statistics at test time are not comparable with these.
-BATCHNORM = "transductive: batch statistics of the support set in the inner loop and of the query set when scored"
+# The BatchNorm a run used (config key batchnorm), recorded with every evaluation: numbers computed
+# with batch statistics of the query set (transductive) and with running statistics at test time
+# are not comparable.
+BATCHNORM = {
+    "transductive": "transductive: batch statistics of the support set in the inner loop and of the query set when scored",
+    "per-step": "per-step (MAML++): BN weights per inner step, running statistics of that step at test time",
+}
 
 
 def evaluation_context(config) -> Dict[str, object]:
     """What an evaluation's number depends on besides the episodes: BatchNorm, the inner loop's
     step sizes, and the code and machine that computed it."""
     from . import provenance
-    return {"batchnorm": BATCHNORM, "adapt": config.adapt, "inner_lr": config.inner_lr,
+    return {"batchnorm": BATCHNORM[config.batchnorm], "adapt": config.adapt, "inner_lr": config.inner_lr,
             "learn_inner_lr": config.learn_inner_lr, "created": provenance.created_now(),
             "source": provenance.source_revision(), "machine": provenance.machine()}
 

@@ -199,3 +199,19 @@ def test_multi_step_loss_off_is_plain_maml():
     grads = {name: p.grad for name, p in annealed.model.named_parameters()}
     assert max_relative_error(grads, plain) < 0.05
     assert max_relative_error(grads, plain) > 0  # the 0.03/N floor of MAML++ keeps earlier steps in
+
+
+# --------------------------------------------------------------------------- per-step BatchNorm
+def test_per_step_batchnorm_with_one_step_is_plain_maml_and_with_more_uses_each_steps_weights():
+    from fewshot_acdc.nn import use_per_step_batchnorm
+    plain = meta_gradient(MAML(build_model("conv4", "acdc-net"), inner_lr=0.05, inner_steps=1))
+    per_step = MAML(use_per_step_batchnorm(build_model("conv4", "acdc-net"), 1), inner_lr=0.05, inner_steps=1)
+    grads = meta_gradient(per_step)
+    for name in plain:  # a [1, C] BN weight row per step vs the plain [C] weight
+        torch.testing.assert_close(grads[name].reshape(plain[name].shape), plain[name], rtol=1e-10, atol=1e-12)
+    three = MAML(use_per_step_batchnorm(build_model("conv4", "acdc-net"), 3), inner_lr=0.05, inner_steps=3)
+    grads = meta_gradient(three)
+    norm = [name for name in grads if name.endswith("weight") and grads[name].dim() == 2 and grads[name].shape[0] == 3]
+    assert norm and all(bool((grads[name].abs().sum(1) > 0).all()) for name in norm)  # every step's row is used
+    buffers = [b for name, b in three.model.named_buffers() if name.endswith("running_mean")]
+    assert all(bool((b.abs().sum(1) > 0).all()) for b in buffers)  # every step's statistics were updated
