@@ -9,7 +9,7 @@
 #
 # Without make: bash scripts/with_env.sh python run_maml.py --config configs/quick_builtin.yaml --dataset builtin
 
-DEMO_CONFIG ?= configs/quick_builtin.yaml --dataset builtin
+DEMO_CONFIG ?= configs/quick_builtin.yaml
 PYTEST_ARGS ?= -q
 
 .PHONY: demo test env

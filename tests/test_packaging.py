@@ -62,10 +62,12 @@ def make_recipe(target: str) -> str:
 
 def test_readme_quickstart_is_two_commands_that_set_themselves_up():
     # Issue 17: install, main job and tests were three commands (plus an unshown venv).
-    assert quickstart_commands() == ["make demo", "make test"]
+    assert quickstart_commands() == ["make demo", "bash scripts/with_env.sh python -m pytest -q"]
     demo, test = make_recipe("demo"), make_recipe("test")
     assert demo.startswith("bash scripts/with_env.sh python run_maml.py --config ") and "builtin" in demo
-    assert test.startswith("bash scripts/with_env.sh python -m pytest")
+    # `make test` is the README's test command with its default arguments
+    assert test == "bash scripts/with_env.sh python -m pytest $(PYTEST_ARGS)"
+    assert re.search(r"^PYTEST_ARGS \?= -q$", (ROOT / "Makefile").read_text(), flags=re.M)
     assert "scripts/install.sh" in (ROOT / "scripts" / "with_env.sh").read_text()
 
 
