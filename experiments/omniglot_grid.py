@@ -14,6 +14,12 @@ accuracy-vs-depth figure) is rendered from the records:
     FEWSHOT_DATA=../shared/data python experiments/omniglot_grid.py --backbones conv4
     python experiments/omniglot_grid.py --dry-run                                   # cells and their state
     python -m fewshot_acdc.results experiments/results/omniglot-grid --out experiments/results/omniglot-grid/report
+
+What differs between backbones is in ``BACKBONE_SETTINGS`` (with the reason). ``--all-runs CELL``
+trains CELL again on each of Lake's minimal background sets alone (``omniglot_background: small1``
+and ``small2``) and scores it on the all_runs benchmark (20-way within-alphabet one-shot):
+
+    FEWSHOT_DATA=../shared/data python experiments/omniglot_grid.py --all-runs conv4-standard-all-5w1s
 """
 from __future__ import annotations
 
@@ -24,21 +30,56 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fewshot_acdc.runs.grid import cells_product, run_grid  # noqa: E402
+from fewshot_acdc.runs.grid import Cell, cells_product, run_grid  # noqa: E402
 
 BACKBONES = ("conv4", "resnet10", "resnet18")
 CONVS = ("standard", "acdc-net")
 ADAPTS = ("all", "atoms")
 SHOTS = (1, 5)
 CONFIG = ROOT / "configs" / "omniglot_grid.yaml"
+MINIMAL_BACKGROUNDS = ("small1", "small2")
+
+# What each backbone changes in configs/omniglot_grid.yaml, and why.
+_RESNET_SCHEDULE = {"iterations": 500, "meta_batch": 4}  # CPU budget: a ResNet10 meta-step costs ~4x Conv4's
+BACKBONE_SETTINGS = {
+    "conv4": {},
+    "resnet10": _RESNET_SCHEDULE,
+    "resnet18": _RESNET_SCHEDULE,
+}
+# Atom step sizes of ACDC-net cells, per backbone. An atom's inner gradient sums over every channel
+# pair of its layer, so it grows with width: chosen with experiments/inner_lr_probe.py so that one
+# inner step at initialisation lowers the support loss (ResNet10, atoms 0.1 / 0.01 / 0.003 with
+# default 0.4: x3.2 / x1.29 / x0.35; adapt atoms: x1.02 / x0.72 / x0.52; record in
+# experiments/results/inner-lr-probe/). Conv4 keeps the 0.1 of a 75-step trial (see the config).
+ACDC_ATOM_LR = {"conv4": 0.1, "resnet10": 0.003, "resnet18": 0.003}
+
+
+def cell_settings(cell) -> dict:
+    settings = dict(BACKBONE_SETTINGS[cell["backbone"]])
+    if cell["conv"] == "acdc-net":
+        settings["inner_lr"] = {"default": 0.4, "atoms": ACDC_ATOM_LR[cell["backbone"]]}
+    return settings
+
+
+def cell_name(cell) -> str:
+    return f"{cell['backbone']}-{cell['conv']}-{cell['adapt']}-5w{cell['shots']}s"
 
 
 def grid_cells(backbones=BACKBONES, convs=CONVS, adapts=ADAPTS, shots=SHOTS):
     return cells_product(
-        lambda cell: f"{cell['backbone']}-{cell['conv']}-{cell['adapt']}-5w{cell['shots']}s",
-        {"backbone": backbones, "shots": shots, "conv": convs, "adapt": adapts},
+        cell_name, {"backbone": backbones, "shots": shots, "conv": convs, "adapt": adapts},
         keep=lambda cell: not (cell["conv"] == "standard" and cell["adapt"] == "atoms"),
+        extra=cell_settings,
     )
+
+
+def all_runs_cells(name: str):
+    """``name`` (a grid cell) trained on each minimal background set alone, scored on all_runs."""
+    (cell,) = [c for c in grid_cells() if c.name == name] or [None]
+    if cell is None:
+        raise SystemExit(f"--all-runs {name}: not a grid cell; cells: {', '.join(c.name for c in grid_cells())}")
+    return [Cell(f"{name}-{background}", {**cell.overrides, "omniglot_background": background},
+                 eval_shots=(), benchmarks=("omniglot-all-runs",)) for background in MINIMAL_BACKGROUNDS]
 
 
 def main(argv=None) -> int:
@@ -50,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--convs", nargs="+", default=list(CONVS), choices=CONVS)
     parser.add_argument("--adapts", nargs="+", default=list(ADAPTS), choices=ADAPTS)
     parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS))
+    parser.add_argument("--all-runs", metavar="CELL",
+                        help="instead of the grid: train CELL on small1 and on small2 alone, score all_runs")
     parser.add_argument("--data-root", help="folder holding omniglot/ (default: $FEWSHOT_DATA, else ./data)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
@@ -57,7 +100,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
-    cells = grid_cells(args.backbones, args.convs, args.adapts, args.shots)
+    cells = all_runs_cells(args.all_runs) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
+                                                                           args.shots)
     run_grid(cells, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run)
     if not (args.dry_run or args.no_report):
         from fewshot_acdc.results import write_report

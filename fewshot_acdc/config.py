@@ -15,7 +15,8 @@ from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, ge
 import yaml
 
 from .utils import closest_name as _closest
-from .vocabulary import BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, check_role_learning_rates
+from .vocabulary import (BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS,
+                         check_role_learning_rates)
 
 BACKBONES = ("conv4", "resnet10", "resnet18", "resnet34")
 ACDC_KINDS = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
@@ -86,6 +87,8 @@ class TrainConfig:
     image_size: int = 84
     augment: bool = False
     rotations: bool = True            # Omniglot only: 90/180/270 degree rotations as new classes
+    omniglot_background: str = "all"  # Omniglot only: all (every set found) | small1 | small2 (Lake's minimal
+                                      # sets alone: one alphabet held out for validation, all_runs is the test)
     num_workers: int = 0
     episode_dir: Optional[str] = None  # where fixed val/test episode sets are saved (None: data's cache dir)
     # Schedule and bookkeeping
@@ -143,7 +146,8 @@ def _acdc_of(conv: str) -> str:
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 _CHOICES = {"backbone": BACKBONES, "acdc": ACDC_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
             "device": DEVICES, "task_batching": TASK_BATCHING, "learn_inner_lr": LEARNED_STEP_SIZES,
-            "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES}
+            "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES,
+            "omniglot_background": OMNIGLOT_BACKGROUNDS}
 _POSITIVE = ("atoms", "inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
              "image_size", "log_every", "val_every", "val_episodes", "test_episodes")
 _NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed")

@@ -24,6 +24,11 @@ BATCHNORM_CHOICES = ("transductive", "per-step")
 # Outer-loop learning-rate schedules.
 META_LR_SCHEDULES = ("constant", "cosine")
 
+# Which Omniglot background images a run learns from: every set found (the default), or one of
+# Lake et al.'s two minimal 5-alphabet sets alone (their one-shot benchmark's hardest setting,
+# whose test is the all_runs benchmark).
+OMNIGLOT_BACKGROUNDS = ("all", "small1", "small2")
+
 
 def check_role_learning_rates(inner_lr: Union[float, Mapping[str, float]]) -> Dict[str, float]:
     """``inner_lr`` as ``{role or 'default': value}``; one number means every role.

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
-from ..vocabulary import BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, ROLES
+from ..vocabulary import BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLES
 from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
 
@@ -40,7 +40,8 @@ FLAG_KEYS = (
     "backbone", "acdc", "conv", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
     "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "meta_lr",
     "meta_lr_schedule", "meta_lr_min", "meta_batch", "first_order", "grad_clip",
-    "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "num_workers", "episode_dir",
+    "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
+    "num_workers", "episode_dir",
     "log_every", "val_every", "val_episodes", "test_episodes", "device", "threads", "seed",
 )
 
@@ -88,6 +89,9 @@ def build_parser() -> ArgumentParser:
     episodes.add_argument("--dataset", choices=DATASETS)
     episodes.add_argument("--data-root")
     episodes.add_argument("--image-size", type=int)
+    episodes.add_argument("--omniglot-background", choices=OMNIGLOT_BACKGROUNDS,
+                          help="Omniglot: every background set found (all), or one of Lake's minimal sets alone "
+                               "(its test is the all_runs benchmark)")
     episodes.add_argument("--augment", action="store_const", const=True, help="training-time augmentation")
     episodes.add_argument("--num-workers", type=int)
     episodes.add_argument("--episode-dir", help="where fixed validation/test episode sets are saved")
@@ -117,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
     from ..runs.training import resume_config, train
-    from ..runs.evaluation import evaluate_run
+    from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
     try:
         if args.resume:
             if args.config:
@@ -140,7 +144,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
         print(f"finished {run_dir}: best validation accuracy {100 * summary['best_val_accuracy']:.2f}% "
               f"at iteration {summary['best_iteration']}")
-        if not args.no_eval:
+        if not args.no_eval and config.dataset == "omniglot" and config.omniglot_background != "all":
+            # Lake's minimal setting has no test split: its test is the one-shot benchmark.
+            record = evaluate_omniglot_all_runs(run_dir, device=config.device)
+            print(f"omniglot all_runs (20-way within-alphabet one-shot, background {config.omniglot_background}): "
+                  f"error rate {100 * record['error_rate']:.2f}%")
+        elif not args.no_eval:
             for record in evaluate_run(run_dir, device=config.device, progress=not args.quiet):
                 print(f"test {record['ways']}-way {record['shots']}-shot: {100 * record['mean_accuracy']:.2f}% "
                       f"+- {100 * record['ci95']:.2f}% ({record['episodes']} episodes)")

@@ -20,6 +20,12 @@ How train/val/test are formed (classes are characters; splits never share a char
 
 Splitting by alphabet means val/test alphabets are never seen in training, as in Lake's protocol.
 
+* ``background="small1"`` or ``"small2"``: Lake's minimal setting, one 5-alphabet set alone (the
+  one-shot benchmark's hardest case; Lake et al. report ~24% / 22% all_runs error for a deep
+  convnet). Alphabets sorted by name: the third (Greek in small1, Latin in small2) is held out for validation,
+  the other four train; there is no test split, the test is ``all_runs`` (drawn from the 20
+  evaluation alphabets, none of which is in either small set).
+
 ``rotations=True`` (default, as in Santoro et al., Vinyals et al. and MAML) adds each character
 rotated by 90, 180 and 270 degrees (counter-clockwise) as three further classes, in every split:
 class ``4 * c + r`` is character ``c`` rotated by ``r * 90`` degrees. Rotated images are produced
@@ -57,6 +63,8 @@ from .errors import CorruptDataError, DatasetNotFoundError
 from .images import decode_image
 from .paths import candidate_roots, describe_searched, how_to_look_elsewhere
 from .transforms import to_model_input
+from ..utils import closest_name
+from ..vocabulary import OMNIGLOT_BACKGROUNDS
 
 # Mean and std of inverted (ink = 1) Omniglot pixels at 28 x 28, measured over all 242 characters
 # of images_background_small1/2. The mean hardly depends on the size; the std grows with it
@@ -67,6 +75,7 @@ OMNIGLOT_DEFAULT_IMAGE_SIZE = 28
 
 SOURCE_NAMES = ("images_background", "images_evaluation", "images_background_small1",
                 "images_background_small2")
+MINIMAL_VALIDATION_ALPHABET = 2  # index, in sorted order, of a minimal set's validation alphabet
 ROOT_ALIASES = ("omniglot", "omniglot-py", "omniglot/omniglot-py", "omniglot/python")
 _RESAMPLE = Image.Resampling.BILINEAR
 
@@ -155,10 +164,26 @@ def _decode_omniglot(data: bytes, name: str, image_size: int) -> np.ndarray:
 CharacterKey = tuple[str, str]  # (alphabet, character)
 
 
-def split_characters(sources: dict[str, _Source]) -> tuple[
+def select_background(sources: dict[str, _Source], background: str, folder: Path) -> dict[str, _Source]:
+    """The sources a run with ``background`` (one of OMNIGLOT_BACKGROUNDS) learns from."""
+    if background not in OMNIGLOT_BACKGROUNDS:
+        raise ValueError(f"Omniglot background {background!r}: choose one of {', '.join(OMNIGLOT_BACKGROUNDS)}"
+                         f"{closest_name(str(background), OMNIGLOT_BACKGROUNDS)}")
+    if background == "all":
+        return sources
+    name = f"images_background_{background}"
+    if name not in sources:
+        raise DatasetNotFoundError(
+            f"Omniglot background {background!r} needs {folder / name}[.zip]; {folder} holds "
+            f"{', '.join(s.path.name for s in sources.values())}. {WHERE_TO_GET}")
+    return {name: sources[name]}
+
+
+def split_characters(sources: dict[str, _Source], minimal: bool = False) -> tuple[
         dict[str, list[CharacterKey]], dict[CharacterKey, _Source], dict[CharacterKey, list[str]], str]:
     """(characters of each split (sorted), the source holding each character, its drawings'
-    locations, a description of the split rule used)."""
+    locations, a description of the split rule used). ``minimal``: one small background set
+    alone, whose alphabets are all for training but one for validation (no test split)."""
     owner: dict[tuple[str, str], _Source] = {}
     drawings: dict[tuple[str, str], list[str]] = {}
     for name in SOURCE_NAMES:
@@ -167,7 +192,14 @@ def split_characters(sources: dict[str, _Source]) -> tuple[
                 if key not in owner:  # small1/small2 share identical characters: keep the first
                     owner[key] = sources[name]
                     drawings[key] = files
-    if "images_background" in sources and "images_evaluation" in sources:
+    if minimal:
+        alphabets = sorted({k[0] for k in owner})
+        held_out = alphabets[MINIMAL_VALIDATION_ALPHABET] if len(alphabets) > MINIMAL_VALIDATION_ALPHABET else None
+        splits = {"train": sorted(k for k in owner if k[0] != held_out),
+                  "val": sorted(k for k in owner if k[0] == held_out), "test": []}
+        rule = (f"minimal background set alone: alphabet {held_out} = val, the others train; "
+                f"the test is all_runs")
+    elif "images_background" in sources and "images_evaluation" in sources:
         background = {k for k, s in owner.items() if s.name == "images_background"}
         evaluation = sorted({k[0] for k, s in owner.items() if s.name == "images_evaluation"})
         val_alphabets = set(evaluation[0::2])
@@ -198,9 +230,10 @@ def _not_found(split: str, searched: list[Path], root: str | os.PathLike | None)
 
 
 def load_omniglot(split: str, root: str | os.PathLike | None = None, *, image_size: int | None = None,
-                  augment: bool = False, seed: int = 0, rotations: bool = True, cache_dir: Any = None,
-                  cache: bool = True) -> ArrayDataset:
-    """One Omniglot split as a grayscale :class:`ArrayDataset` (see module docstring for splits)."""
+                  augment: bool = False, seed: int = 0, rotations: bool = True, background: str = "all",
+                  cache_dir: Any = None, cache: bool = True) -> ArrayDataset:
+    """One Omniglot split as a grayscale :class:`ArrayDataset` (see module docstring for splits;
+    ``background``: ``all`` sets found, or ``small1`` / ``small2`` alone)."""
     size = int(image_size or OMNIGLOT_DEFAULT_IMAGE_SIZE)
     searched = candidate_roots(root, ROOT_ALIASES)
     for folder in searched:
@@ -209,8 +242,14 @@ def load_omniglot(split: str, root: str | os.PathLike | None = None, *, image_si
             break
     else:
         raise _not_found(split, searched, root)
-    splits, owner, drawings, rule = split_characters(sources)
+    sources = select_background(sources, background, folder)
+    splits, owner, drawings, rule = split_characters(sources, minimal=background != "all")
     characters = splits[split]
+    if not characters and background != "all" and split == "test":
+        raise DatasetNotFoundError(
+            f"Omniglot background {background!r} (Lake's minimal setting) has no test split: its test is "
+            f"the one-shot benchmark all_runs. Score a run with `python evaluate.py --run RUN_DIR "
+            f"--benchmark omniglot-all-runs` (run_maml.py does this itself for such runs).")
     if not characters:
         raise DatasetNotFoundError(
             f"Omniglot in {folder} ({', '.join(s.path.name for s in sources.values())}) gives no "

@@ -20,7 +20,7 @@ _COMMON_OPTIONS = ("cache_dir", "cache")
 _LOADERS: dict[str, tuple[Callable[..., FewShotDataset], tuple[str, ...], bool]] = {
     "builtin": (load_builtin, ("class_counts", "images_per_class"), False),
     "miniimagenet": (load_miniimagenet, ("layout",), True),
-    "omniglot": (load_omniglot, ("rotations",), True),
+    "omniglot": (load_omniglot, ("rotations", "background"), True),
     "folder": (load_folder_dataset, ("mean", "std", "identifier"), True),
 }
 DATASETS = tuple(_LOADERS)
@@ -48,7 +48,7 @@ def create_dataset(
         seed: builtin: which generated world (0 is the reference one). Real datasets ignore it:
             episode and augmentation randomness belong to the sampler/loader seed.
         options: cache_dir (default $FEWSHOT_CACHE or ~/.cache/fewshot_acdc), cache (False: no
-            disk cache); omniglot: rotations (default True); builtin: class_counts,
+            disk cache); omniglot: rotations (default True), background (all, small1, small2); builtin: class_counts,
             images_per_class; miniimagenet: layout ("pickle", "csv", "folders") to force one;
             folder: mean, std, identifier.
 

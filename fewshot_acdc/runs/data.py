@@ -17,7 +17,8 @@ def open_split(config: TrainConfig, split: str):
     the generated world, and runs that differ only in seed must see the same classes (and the
     same saved evaluation episodes) to be comparable.
     """
-    options = {"rotations": config.rotations} if config.dataset == "omniglot" else {}
+    options = ({"rotations": config.rotations, "background": config.omniglot_background}
+               if config.dataset == "omniglot" else {})
     return create_dataset(config.dataset, split, root=config.data_root, image_size=config.image_size,
                           augment=config.augment and split == "train", seed=0, **options)
 

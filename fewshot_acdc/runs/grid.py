@@ -23,13 +23,25 @@ from .directory import RunDirectory
 RECORDED_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "provenance.jsonl")
 
 
+# Benchmarks a cell can be scored on besides its test episodes: name -> the eval file it writes.
+BENCHMARK_FILES = {"omniglot-all-runs": "omniglot-all-runs.json"}
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One grid cell: its directory name, the config overrides, the shot counts it is tested at."""
+    """One grid cell: its directory name, the config overrides, the shot counts it is tested at
+    (on the test split's fixed episodes) and the benchmarks it is scored on (BENCHMARK_FILES)."""
     name: str
     overrides: Dict[str, object]
     eval_shots: Tuple[int, ...] = (1, 5)
     eval_options: Dict[str, object] = field(default_factory=dict)
+    benchmarks: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.benchmarks if b not in BENCHMARK_FILES]
+        if unknown:
+            raise ValueError(f"cell {self.name}: unknown benchmark(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(BENCHMARK_FILES)}")
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -49,9 +61,15 @@ def missing_evaluations(run_dir: Path, cell: Cell, ways: int) -> List[int]:
     return [shots for shots in cell.eval_shots if not run.eval_file("test", ways, shots).is_file()]
 
 
+def missing_benchmarks(run_dir: Path, cell: Cell) -> List[str]:
+    eval_dir = RunDirectory(run_dir).eval_dir
+    return [name for name in cell.benchmarks if not (eval_dir / BENCHMARK_FILES[name]).is_file()]
+
+
 def cell_state(work_dir: Path, record_dir: Optional[Path], cell: Cell, ways: int) -> str:
     """``recorded`` (done), ``evaluate`` (trained, evaluations missing), ``resume`` or ``new``."""
-    if record_dir is not None and training_finished(record_dir) and not missing_evaluations(record_dir, cell, ways):
+    if (record_dir is not None and training_finished(record_dir) and not missing_evaluations(record_dir, cell, ways)
+            and not missing_benchmarks(record_dir, cell)):
         return "recorded"
     if training_finished(work_dir):
         return "evaluate"
@@ -88,8 +106,9 @@ def run_grid(
     ``common`` overrides apply to every cell (e.g. ``device``, ``data_root``); ``on_recorded``
     runs after each cell's record is written (e.g. to commit it).
     """
-    from .evaluation import evaluate_run
+    from .evaluation import evaluate_omniglot_all_runs, evaluate_run
     from .training import train
+    benchmark_runners = {"omniglot-all-runs": evaluate_omniglot_all_runs}
     work_root = Path(work_root)
     record_root = Path(record_root) if record_root is not None else None
     states: Dict[str, str] = {}
@@ -107,6 +126,8 @@ def run_grid(
         missing = missing_evaluations(work_dir, cell, config.ways)
         if missing:
             evaluate_run(work_dir, shots=missing, device=config.device, progress=progress, **cell.eval_options)
+        for benchmark in missing_benchmarks(work_dir, cell):
+            benchmark_runners[benchmark](work_dir, device=config.device)
         if record_dir is not None:
             record_run(work_dir, record_dir)
             if on_recorded is not None:

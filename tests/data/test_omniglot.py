@@ -57,6 +57,30 @@ def test_full_background_and_evaluation_sets_use_lakes_protocol(tmp_path, cache_
     assert splits == {"train": {"B1": 2, "B2": 3, "B3": 2}, "val": {"E1": 2, "E3": 3}, "test": {"E2": 2, "E4": 2}}
 
 
+@pytest.mark.parametrize("background, alphabets", [("small1", SMALL1), ("small2", SMALL2)])
+def test_one_minimal_set_alone_trains_on_all_alphabets_but_the_third_and_has_no_test_split(
+        small_root, cache_dir, background, alphabets):
+    # Lake's minimal setting: nothing from the other set; the third alphabet (sorted) validates.
+    names = sorted(alphabets)
+    train = create_dataset("omniglot", "train", root=small_root, rotations=False, background=background,
+                           cache_dir=cache_dir)
+    val = create_dataset("omniglot", "val", root=small_root, rotations=False, background=background,
+                         cache_dir=cache_dir)
+    assert alphabet_counts(val) == {names[2]: alphabets[names[2]]}
+    assert alphabet_counts(train) == {a: n for a, n in alphabets.items() if a != names[2]}
+    with pytest.raises(DatasetNotFoundError, match=r"no test split.*all_runs.*--benchmark omniglot-all-runs"):
+        create_dataset("omniglot", "test", root=small_root, background=background, cache_dir=cache_dir)
+
+
+def test_a_minimal_set_that_is_not_there_or_an_unknown_background_is_a_clear_error(tmp_path, cache_dir):
+    root = tmp_path / "omniglot"
+    write_omniglot_zip(root / "images_background_small1.zip", "images_background_small1", SMALL1, DRAWINGS)
+    with pytest.raises(DatasetNotFoundError, match=r"images_background_small2\[\.zip\].*holds images_background_small1.zip"):
+        create_dataset("omniglot", "train", root=root, background="small2", cache_dir=cache_dir)
+    with pytest.raises(ValueError, match=r"'smal1'.*small1"):
+        create_dataset("omniglot", "train", root=root, background="smal1", cache_dir=cache_dir)
+
+
 def test_unzipped_folders_and_torchvision_layout_read_the_same_images(small_root, tmp_path, cache_dir):
     zipped = create_dataset("omniglot", "train", root=small_root, rotations=False, cache_dir=cache_dir)
     unzipped = tmp_path / "data" / "omniglot-py"
@@ -215,6 +239,17 @@ def test_real_small_background_sets(real_data, cache_dir):
     assert rotated.num_classes == 448 and len(rotated) == 448 * 20
     ink = splits["train"].images.mean() / 255
     assert abs(ink - OMNIGLOT_MEAN[0]) < 0.02, "normalization constants match the data"
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("background, train_alphabets, val_alphabet", [
+    ("small1", ["Balinese", "Early_Aramaic", "Korean", "Latin"], "Greek"),
+    ("small2", ["Greek", "Japanese_(katakana)", "Sanskrit", "Tagalog"], "Latin")])
+def test_real_minimal_sets_alone(real_data, cache_dir, background, train_alphabets, val_alphabet):
+    root = require(real_data / "omniglot" / f"images_background_{background}.zip").parent
+    train, val = (create_dataset("omniglot", s, root=root, rotations=False, background=background, cache_dir=cache_dir)
+                  for s in ("train", "val"))
+    assert sorted(alphabet_counts(train)) == train_alphabets and sorted(alphabet_counts(val)) == [val_alphabet]
 
 
 @pytest.mark.real_data

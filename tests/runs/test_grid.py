@@ -53,3 +53,21 @@ def test_cells_product_keeps_axis_order_and_drops_rejected_combinations():
                                                                   "adapt": ["all", "atoms"]},
                           keep=lambda c: not (c["conv"] == "standard" and c["adapt"] == "atoms"))
     assert [cell.name for cell in cells] == ["standard-all", "acdc-net-all", "acdc-net-atoms"]
+
+
+def test_a_cell_with_a_benchmark_is_recorded_only_once_the_benchmark_file_is(tiny_config, tmp_path):
+    base = _base(tiny_config, tmp_path)
+    plain = Cell("acdc", {"conv": "acdc-net"}, eval_shots=(1,))
+    work, record = tmp_path / "work", tmp_path / "record"
+    run_grid([plain], base, work, record_root=record, log=lambda line: None)
+    scored = Cell("acdc", {"conv": "acdc-net"}, eval_shots=(1,), benchmarks=("omniglot-all-runs",))
+    assert cell_state(work / "acdc", record / "acdc", plain, 3) == "recorded"
+    assert cell_state(work / "acdc", record / "acdc", scored, 3) == "evaluate"
+    (record / "acdc" / "eval" / "omniglot-all-runs.json").write_text("{}")
+    assert cell_state(work / "acdc", record / "acdc", scored, 3) == "recorded"
+
+
+def test_an_unknown_benchmark_is_refused_naming_the_known_ones():
+    import pytest
+    with pytest.raises(ValueError, match="unknown benchmark.*omniglot-all-runs"):
+        Cell("x", {}, benchmarks=("all-runs",))
