@@ -182,6 +182,16 @@ def evaluation_section(report: Dict, loader: Optional[Dict]) -> List[str]:
         lines.append(f"| {row['backbone']} | {row['conv']} | {row['scope']} | {row['shots']} | "
                      f"{row['evaluation_episodes_per_second']:.2f} | {row['seconds_for_600_episodes']:.0f} s | "
                      f"{row['loader_episodes_per_second']:.0f} | {row['loader_headroom']:.0f}x |")
+    batched_rows = [row for row in report["rows"] if row.get("batched")]
+    if batched_rows:  # reports since batched evaluation (MAML.evaluate_episodes) was added
+        lines += ["", "Batched evaluation (episodes stacked with torch.func.vmap) on the same episodes:", "",
+                  "| backbone | conv | scope | shots | stack | batched episodes/s | batched / sequential | "
+                  "max query-loss difference |", "|---|---|---|---|---|---|---|---|"]
+        for row in batched_rows:
+            for entry in row["batched"]:
+                lines.append(f"| {row['backbone']} | {row['conv']} | {row['scope']} | {row['shots']} | "
+                             f"{entry['eval_batch']} | {entry['episodes_per_second']:.2f} | "
+                             f"{entry['over_sequential']:.2f}x | {entry['max_query_loss_difference']:.1e} |")
     if loader:
         lines += ["", f"Episode loader alone (`python benchmarks/data_throughput.py`, {loader.get('created', '?')}):", "",
                   "| dataset | queries | augment | workers | episodes/s |", "|---|---|---|---|---|"]

@@ -96,6 +96,9 @@ class TrainConfig:
     val_every: int = 500
     val_episodes: int = 100
     test_episodes: int = 600
+    eval_batch: Optional[int] = None  # evaluation episodes adapted together (torch.func.vmap); 1: one at a
+                                      # time; null: 1 on a CPU (batching measured slower there), a
+                                      # memory-bounded stack of up to 16 on a GPU (fewshot_acdc.meta.batching)
     device: str = "auto"
     threads: Optional[int] = None     # CPU threads for torch; None: torch's default (one per core).
                                       # On a CPU shared with other jobs, 1 can be several times faster.
@@ -178,6 +181,8 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"meta_lr_min must be >= 0 and below meta_lr ({config.meta_lr}), got {config.meta_lr_min}")
     if config.multi_step_anneal is not None and config.multi_step_anneal < 1:
         raise ConfigError(f"multi_step_anneal must be >= 1 or null, got {config.multi_step_anneal}")
+    if config.eval_batch is not None and config.eval_batch < 1:
+        raise ConfigError(f"eval_batch must be >= 1 or null, got {config.eval_batch}")
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"threads must be >= 1 or null, got {config.threads}")
     if config.grad_clip is not None and not config.grad_clip > 0:

@@ -28,6 +28,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--data-root")
     parser.add_argument("--all-runs", help="path to Omniglot's all_runs.zip (or folder) for --benchmark omniglot-all-runs")
+    parser.add_argument("--eval-batch", type=int, metavar="EPISODES",
+                        help="episodes adapted together with torch.func.vmap (1: one at a time; default: the run's "
+                             "eval_batch, else 1 on a CPU and a memory-bounded stack on a GPU)")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--quiet", action="store_true")
@@ -44,7 +47,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.benchmark == "omniglot-all-runs":
             record = evaluate_omniglot_all_runs(args.run, all_runs=args.all_runs, checkpoint=args.checkpoint,
-                                                inner_steps_eval=args.inner_steps_eval, device=args.device)
+                                                inner_steps_eval=args.inner_steps_eval, device=args.device,
+                                                eval_batch=args.eval_batch)
             print(f"omniglot all_runs (20-way within-alphabet one-shot): error rate "
                   f"{100 * record['error_rate']:.2f}% over {record['runs']} runs; 5-way 1-shot within-alphabet "
                   f"episodes: {100 * record['five_way_accuracy']:.2f}% +- {100 * record['five_way_ci95']:.2f}%")
@@ -52,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for record in evaluate_run(args.run, checkpoint=args.checkpoint, shots=args.shots, ways=args.ways,
                                    episodes=args.episodes, inner_steps_eval=args.inner_steps_eval,
                                    split=args.split, data_root=args.data_root, device=args.device,
-                                   progress=not args.quiet):
+                                   eval_batch=args.eval_batch, progress=not args.quiet):
             print(f"{record['split']} {record['ways']}-way {record['shots']}-shot: "
                   f"{100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
                   f"({record['episodes']} episodes, set {record['episode_set']})")

@@ -42,7 +42,7 @@ FLAG_KEYS = (
     "meta_lr_schedule", "meta_lr_min", "meta_batch", "first_order", "grad_clip",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
     "num_workers", "episode_dir",
-    "log_every", "val_every", "val_episodes", "test_episodes", "device", "threads", "seed",
+    "log_every", "val_every", "val_episodes", "test_episodes", "eval_batch", "device", "threads", "seed",
 )
 
 
@@ -106,6 +106,9 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--val-every", type=int)
     run.add_argument("--val-episodes", type=int)
     run.add_argument("--test-episodes", type=int)
+    run.add_argument("--eval-batch", type=int, metavar="EPISODES",
+                     help="validation/test episodes adapted together with torch.func.vmap (1: one at a time; "
+                          "default: 1 on a CPU, a memory-bounded stack on a GPU)")
     run.add_argument("--no-eval", action="store_true", help="skip the test evaluation after training")
     run.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
     add_debug_flag(run)

@@ -211,6 +211,57 @@ def weighted_query_loss(model: nn.Module, result: InnerLoopResult, query_images:
     return total, accuracy
 
 
+def split_adapted(params: Params, adapted_names: Sequence[str]) -> Tuple[Params, Params]:
+    """``(frozen, adapted)``: the tensors the inner loop keeps and those it updates."""
+    adapted = set(adapted_names)
+    return ({name: tensor for name, tensor in params.items() if name not in adapted},
+            {name: params[name] for name in adapted_names})
+
+
+def functional_adapt_steps(
+    model: nn.Module,
+    frozen: Params,
+    initial: Params,
+    adapted_names: Sequence[str],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    inner_lr: StepSizes,
+    steps: int,
+    first_order: bool,
+) -> Tuple[Params, List[Params], List[torch.Tensor], List[torch.Tensor]]:
+    """One task's inner loop in ``torch.func`` form, so that ``torch.func.vmap`` can batch it over
+    tasks (meta-training: :func:`vmapped_meta_losses`; evaluation: :func:`vmapped_evaluation`).
+
+    Each step's gradient is ``torch.func.grad`` of the support loss with respect to the adapted
+    tensors only; ``frozen`` and the step sizes are closed over, so the caller's autograd still
+    differentiates through every update (unless ``first_order``, where the inner gradients are
+    constants). Each forward runs as its inner step (:func:`inner_step`, for per-step BatchNorm),
+    and a frozen trunk's support features are computed once (:func:`_support_loss_function`).
+
+    Returns ``(adapted, trajectory, support_losses, gradient_norms)``: the final adapted tensors,
+    the adapted tensors after each step, and per step the support loss before the update and the
+    inner gradient's norm per tensor (both detached), as lists.
+    """
+    support_loss = _support_loss_function(model, {**frozen, **initial}, adapted_names, images, labels, steps)
+
+    def loss_and_value(adapted: Params):
+        loss = support_loss({**frozen, **adapted})
+        return loss, loss.detach()
+
+    gradient = torch.func.grad(loss_and_value, has_aux=True)
+    adapted, trajectory, losses, norms = initial, [], [], []
+    for step in range(steps):
+        with inner_step(step):
+            grads, loss = gradient(adapted)
+        adapted = {name: adapted[name] - step_size(inner_lr, name, step)
+                   * (grads[name].detach() if first_order else grads[name]) for name in adapted_names}
+        trajectory.append(adapted)
+        losses.append(loss)
+        norms.append(torch.stack([torch.linalg.vector_norm(grads[name].detach()) for name in adapted_names]))
+    return adapted, trajectory, losses, norms
+
+
 def vmapped_meta_losses(
     model: nn.Module,
     params: Params,
@@ -227,11 +278,9 @@ def vmapped_meta_losses(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """All tasks of a meta-batch at once with ``torch.func.vmap`` (episodes stacked on dim 0).
 
-    Each task's inner gradient is ``torch.func.grad`` of its support loss with respect to the
-    adapted tensors; the frozen ones and the step sizes are closed over, so ordinary autograd (the
-    caller's ``backward``) differentiates through the whole inner loop into every initial
-    parameter and learned step size: second-order MAML, or first-order when the inner gradients
-    are detached.
+    Each task's inner loop is :func:`functional_adapt_steps`: ordinary autograd (the caller's
+    ``backward``) differentiates through the whole inner loop into every initial parameter and
+    learned step size: second-order MAML, or first-order when the inner gradients are detached.
 
     Returns ``(query_losses [T], query_accuracies [T], support_losses [T, steps + 1]`` (before each
     update, then after the last),
@@ -241,34 +290,72 @@ def vmapped_meta_losses(
     under vmap). Random ops (atom drop) use vmap's ``randomness="same"``: the tasks of one vmapped
     meta-batch share each forward's atom-drop mask.
     """
-    frozen = {name: tensor for name, tensor in params.items() if name not in set(adapted_names)}
-    initial = {name: params[name] for name in adapted_names}
-
-    def support_loss(adapted: Params, images: torch.Tensor, labels: torch.Tensor):
-        loss = classification_loss(model, {**frozen, **adapted}, images, labels)
-        return loss, loss.detach()
+    frozen, initial = split_adapted(params, adapted_names)
 
     def one_task(s_images, s_labels, q_images, q_labels):
-        adapted = initial
-        losses, norms, query_losses = [], [], []
-        for step in range(steps):
-            grads, loss = torch.func.grad(support_loss, has_aux=True)(adapted, s_images, s_labels)
-            adapted = {name: adapted[name] - step_size(inner_lr, name, step)
-                       * (grads[name].detach() if first_order else grads[name]) for name in adapted_names}
-            losses.append(loss)
-            norms.append(torch.stack([torch.linalg.vector_norm(grads[name].detach()) for name in adapted_names]))
-            if step_weights is not None and step < steps - 1 and step_weights[step]:
-                query_losses.append(step_weights[step] * score_query(model, {**frozen, **adapted}, q_images,
-                                                                     q_labels)[0])
-        query_loss, accuracy = score_query(model, {**frozen, **adapted}, q_images, q_labels)
-        with torch.no_grad():  # the support loss after the last update (diagnostics)
-            losses.append(classification_loss(model, {**frozen, **adapted}, s_images, s_labels).detach())
+        adapted, trajectory, losses, norms = functional_adapt_steps(
+            model, frozen, initial, adapted_names, s_images, s_labels, inner_lr=inner_lr, steps=steps,
+            first_order=first_order)
+        with inner_step(max(steps - 1, 0)):
+            query_loss, accuracy = score_query(model, {**frozen, **adapted}, q_images, q_labels)
+            with torch.no_grad():  # the support loss after the last update (diagnostics)
+                losses.append(classification_loss(model, {**frozen, **adapted}, s_images, s_labels).detach())
         if step_weights is not None:
-            query_loss = step_weights[-1] * query_loss + sum(query_losses)
-        support = torch.stack(losses) if losses else s_images.new_zeros(0)
+            query_loss = step_weights[-1] * query_loss
+            for step, weight in enumerate(step_weights[:-1]):
+                if weight:
+                    with inner_step(step):
+                        query_loss = query_loss + weight * score_query(
+                            model, {**frozen, **trajectory[step]}, q_images, q_labels)[0]
+        support = torch.stack(losses)
         gradient_norms = torch.stack(norms) if norms else s_images.new_zeros(0, len(adapted_names))
         return query_loss, accuracy, support, gradient_norms
 
     with DecomposedBatchNorm():  # vmap's BN double-backward rule is wrong for adapted BN weights
         return torch.func.vmap(one_task, randomness="same")(support_images, support_labels,
                                                            query_images, query_labels)
+
+
+def vmapped_evaluation(
+    model: nn.Module,
+    params: Params,
+    adapted_names: Sequence[str],
+    support_images: torch.Tensor,
+    support_labels: torch.Tensor,
+    query_images: torch.Tensor,
+    query_labels: torch.Tensor,
+    *,
+    inner_lr: StepSizes,
+    steps: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Evaluation adaptation of several episodes at once (stacked on dim 0) with ``torch.func.vmap``.
+
+    The same computation as :func:`inner_loop` without a meta-gradient followed by
+    :func:`score_query` under ``no_grad`` (:meth:`MAML.evaluate_episode`), per episode: first-order
+    steps from ``params`` (which should be detached), the query scored after the last one.
+    Why batch: one evaluation episode is a few small forwards and backwards, and a vmapped stack
+    of episodes is the same number of larger operations, which fill a GPU better. BatchNorm keeps
+    torch's own kernel here, not :class:`DecomposedBatchNorm`: its vmap rule is wrong only for the
+    *double* backward, and evaluation takes first-order steps (tests/meta/test_maml_evaluation.py
+    compares with sequential evaluation, BN weights adapted or not); the elementary ops cost a third
+    of the batched time on a CPU. Random ops draw independently per episode
+    (``randomness="different"``; evaluation runs in eval mode, where none should run).
+
+    Returns ``(query_losses [T], query_accuracies [T], support_losses [T, steps])``, all detached;
+    ``support_losses[t, k]`` is episode ``t``'s support loss before update ``k + 1``.
+    """
+    frozen, initial = split_adapted(params, adapted_names)
+
+    def one_episode(s_images, s_labels, q_images, q_labels):
+        adapted, _, losses, _ = functional_adapt_steps(
+            model, frozen, initial, adapted_names, s_images, s_labels, inner_lr=inner_lr, steps=steps,
+            first_order=True)
+        with inner_step(max(steps - 1, 0)):
+            loss, accuracy = score_query(model, {**frozen, **adapted}, q_images, q_labels)
+        support = torch.stack(losses) if losses else s_images.new_zeros(0)
+        return loss.detach(), accuracy, support
+
+    # no_grad: nothing outside torch.func.grad needs a graph (grad ignores an enclosing no_grad).
+    with torch.no_grad():
+        return torch.func.vmap(one_episode, randomness="different")(support_images, support_labels,
+                                                                    query_images, query_labels)

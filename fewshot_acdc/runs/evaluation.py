@@ -6,6 +6,7 @@ episode by episode (see :mod:`fewshot_acdc.results`).
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
@@ -17,9 +18,29 @@ from .checkpoint import load_checkpoint
 from .directory import RunDirectory
 
 
-def score_episodes(maml, episodes: Iterable, device: torch.device) -> List[float]:
-    """Query accuracy after adaptation for each episode (no second-order graph, no_grad scoring)."""
-    return [maml.evaluate_episode(episode.to(device))[1] for episode in episodes]
+def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: Optional[int] = 1) -> List[float]:
+    """Query accuracy after adaptation for each episode (no second-order graph, no_grad scoring),
+    in order. ``batch_size`` episodes are adapted together (:meth:`MAML.evaluate_episodes`;
+    ``None``: its default, 1 on a CPU, a memory-bounded stack on a GPU). Episodes are drawn from
+    ``episodes`` one stack at a time, so a progress bar wrapped around it still advances."""
+    if batch_size == 1:
+        return [maml.evaluate_episode(episode.to(device))[1] for episode in episodes]
+    iterator = iter(episodes)
+    accuracies: List[float] = []
+    size = batch_size
+    while True:
+        if size is None:  # the default depends on the episodes' shapes: look at the first one
+            first = next(iterator, None)
+            if first is None:
+                return accuracies
+            size = maml.evaluation_batch_size(first.to(device))
+            stack = [first] + list(itertools.islice(iterator, size - 1))
+        else:
+            stack = list(itertools.islice(iterator, size))
+        if not stack:
+            return accuracies
+        accuracies += [accuracy for _, accuracy in
+                       maml.evaluate_episodes([episode.to(device) for episode in stack], batch_size=size)]
 
 
 def widen_head(model: nn.Module, num_classes: int) -> None:
@@ -97,10 +118,12 @@ def evaluate_run(
     split: str = "test",
     data_root: Optional[str] = None,
     device: str = "auto",
+    eval_batch: Optional[int] = None,
     progress: bool = False,
 ) -> List[Dict[str, object]]:
     """Score ``checkpoint`` of ``run_dir`` on fixed ``split`` episodes; write one eval file per
-    shot count and return their contents."""
+    shot count and return their contents. ``eval_batch``: episodes adapted together (default:
+    the run's ``eval_batch``; see :func:`score_episodes`)."""
     if ways is not None and ways < 2:  # every query would carry the one label
         raise ValueError(f"--ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
     from .data import evaluation_episodes, open_split
@@ -111,6 +134,8 @@ def evaluate_run(
         overrides["inner_steps_eval"] = inner_steps_eval
     if data_root is not None:
         overrides["data_root"] = data_root
+    if eval_batch is not None:
+        overrides["eval_batch"] = eval_batch
     torch_device = resolve_device(device)
     dataset = open_split(resume_config(run.root, overrides), split)
     config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
@@ -123,7 +148,7 @@ def evaluate_run(
         if progress:
             from tqdm import tqdm
             iterator = tqdm(episode_set, desc=f"{split} {ways}-way {shot_count}-shot", dynamic_ncols=True)
-        accuracies = score_episodes(maml, iterator, torch_device)
+        accuracies = score_episodes(maml, iterator, torch_device, config.eval_batch)
         mean, ci95 = mean_and_ci95(accuracies)
         record = {"dataset": config.dataset, "seed": config.seed, "split": split, "ways": ways, "shots": shot_count,
                   "queries": config.queries_eval, "episodes": len(accuracies), "episode_set": episode_set.name,
@@ -159,6 +184,7 @@ def evaluate_omniglot_all_runs(
     inner_steps_eval: Optional[int] = None,
     five_way_episodes_per_run: int = 30,
     device: str = "auto",
+    eval_batch: Optional[int] = None,
 ) -> Dict[str, object]:
     """Score a run on Lake et al.'s 20-way within-alphabet one-shot benchmark (``all_runs``).
 
@@ -174,6 +200,8 @@ def evaluate_omniglot_all_runs(
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
         overrides["inner_steps_eval"] = inner_steps_eval
+    if eval_batch is not None:
+        overrides["eval_batch"] = eval_batch
     config = resume_config(run.root, overrides)
     if config.dataset != "omniglot":
         raise ValueError(f"{run.root} was trained on {config.dataset!r}; the all_runs benchmark needs an Omniglot model")
@@ -184,7 +212,7 @@ def evaluate_omniglot_all_runs(
     # 20-way benchmark.
     config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
     accuracies = score_episodes(evaluation_maml(config, model, state, runs[0].support_labels.shape[0]), runs,
-                                torch_device)
+                                torch_device, config.eval_batch)
     # Each run is one episode (20 supports, 20 queries), so its error is 1 - query accuracy:
     # the benchmark's per-run fraction of misclassified test images.
     per_run_error = [1.0 - accuracy for accuracy in accuracies]
@@ -197,7 +225,7 @@ def evaluate_omniglot_all_runs(
     # 5-way 1-shot episodes drawn within the runs' alphabets.
     config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
     episodes = all_runs_episodes(runs, ways=5, episodes_per_run=five_way_episodes_per_run, seed=0)
-    accuracies = score_episodes(evaluation_maml(config, model, state, 5), episodes, torch_device)
+    accuracies = score_episodes(evaluation_maml(config, model, state, 5), episodes, torch_device, config.eval_batch)
     mean, ci95 = mean_and_ci95(accuracies)
     run.write_json(run.eval_file("all-runs", 5, 1), {
         "dataset": "omniglot", "seed": config.seed, "split": "all-runs", "ways": 5, "shots": 1, "queries": 1,

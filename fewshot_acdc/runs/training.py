@@ -211,7 +211,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
                           "meta_lr": optimizer.param_groups[0]["lr"], **diagnostics.mean()}
                 diagnostics = DiagnosticsInterval()
                 if validate:
-                    accuracies = score_episodes(maml, fault_points(validation, "validation"), device)
+                    accuracies = score_episodes(maml, fault_points(validation, "validation"), device, config.eval_batch)
                     mean, ci95 = mean_and_ci95(accuracies)
                     record.update(val_accuracy=mean, val_ci95=ci95, val_episodes=len(accuracies))
                     last_val = mean

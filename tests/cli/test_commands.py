@@ -86,3 +86,17 @@ def test_evaluate_help_gives_the_episodes_default_that_is_used():
     episodes = next(a for a in evaluate_cli.build_parser()._actions if "--episodes" in a.option_strings)
     assert episodes.default is None and "test_episodes in the run's config.yaml" in episodes.help
     assert "600" not in episodes.help
+
+
+def test_eval_batch_flags_reach_the_config_and_the_evaluation(monkeypatch):
+    from fewshot_acdc.runs import evaluation
+    assert train_cli.build_parser().parse_args(["--eval-batch", "4"]).eval_batch == 4
+    assert "eval_batch" in train_cli.FLAG_KEYS  # what puts a flag into the config
+    seen = {}
+
+    def fake_evaluate_run(run, **options):
+        seen.update(options)
+        return []
+    monkeypatch.setattr(evaluation, "evaluate_run", fake_evaluate_run)
+    assert evaluate_cli.main(["--run", "somewhere", "--eval-batch", "3", "--quiet"]) == 0
+    assert seen["eval_batch"] == 3

@@ -78,6 +78,7 @@ def test_references_see_a_second_order_term(reference):
     ("resnet10", "acdc-net", "atoms", False),
     ("conv4", "acdc-block", "all", True),
     ("conv4", "standard", "all", False),
+    ("conv4", "acdc-net", "head", False),  # the support features computed once per task inside vmap too
 ])
 def test_vmap_task_batching_matches_sequential(backbone, conv, scope, first_order):
     sequential, _ = engine_meta_gradient(backbone, conv, scope, first_order, 3)
