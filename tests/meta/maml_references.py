@@ -11,7 +11,7 @@ from typing import Dict
 import torch
 
 from fewshot_acdc.meta.references import REFERENCE_META_GRADIENTS
-from maml_testing import import_reference
+from .maml_testing import import_reference
 
 
 def _gradients(model) -> Dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fewshot_acdc.meta import MAML, Episode, EpisodeError, NonFiniteLossError
-from maml_testing import build_model, random_episode
+from .maml_testing import build_model, random_episode
 
 
 @pytest.fixture(scope="module")

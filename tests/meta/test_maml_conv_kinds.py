@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fewshot_acdc.meta import MAML
-from maml_references import REFERENCES
-from maml_testing import build_model, max_relative_error, random_episode
+from .maml_references import REFERENCES
+from .maml_testing import build_model, max_relative_error, random_episode
 
 TOLERANCE = 1e-6
 INNER_LR = 0.05

@@ -17,7 +17,7 @@ from fewshot_acdc.meta import MAML, Episode, adapted_parameter_names
 from fewshot_acdc.meta.batchnorm import DecomposedBatchNorm
 from fewshot_acdc.meta.functional import classification_loss, inner_loop, vmapped_meta_losses
 from fewshot_acdc.models import create_backbone
-from maml_testing import build_model, random_episode, structured_episode
+from .maml_testing import build_model, random_episode, structured_episode
 
 HOST_READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy", "is_nonzero"}
 

@@ -14,7 +14,7 @@ from fewshot_acdc.meta import MAML, NonFiniteLossError
 from fewshot_acdc.meta.batching import (MAX_EVAL_BATCH, SAVED_PER_SUPPORT_IMAGE, activation_elements_per_image,
                                         episodes_per_batch)
 from fewshot_acdc.nn import use_per_step_batchnorm
-from maml_testing import build_model, random_episode
+from .maml_testing import build_model, random_episode
 
 IMAGE_SIZE = 16
 LOSS_TOLERANCE = 1e-9  # relative, float64

@@ -17,7 +17,7 @@ from fewshot_acdc.meta.references import (higher_meta_sgd_meta_gradient, learn2l
                                           learn2learn_multi_step_meta_gradient)
 from fewshot_acdc.meta.step_sizes import InnerStepSizes, multi_step_weights, step_size
 from fewshot_acdc.nn import parameter_roles
-from maml_testing import build_model, import_reference, max_relative_error, random_episode
+from .maml_testing import build_model, import_reference, max_relative_error, random_episode
 
 TOLERANCE = 1e-6
 
