@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     config = load_config(args.config, overrides)
     torch.set_num_threads(config.threads or torch.get_num_threads())
     rows = probe(config, args.lr, args.episodes)
-    print(f"{config.backbone} {config.conv_kind} adapt={config.adapt} {config.ways}-way {config.shots}-shot, "
+    print(f"{config.backbone} {config.conv} adapt={config.adapt} {config.ways}-way {config.shots}-shot, "
           f"{args.episodes} episodes, one inner step at initialisation:")
     for row in rows:
         print(f"  inner_lr {json.dumps(row['inner_lr']):<45} support loss {row['support_loss_before']:.3f} -> "

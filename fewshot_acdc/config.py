@@ -15,24 +15,12 @@ from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, ge
 import yaml
 
 from .utils import closest_name as _closest
-from .vocabulary import (BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS,
-                         check_role_learning_rates)
+from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KINDS, LEARNED_STEP_SIZES,
+                         META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLE_HOLDERS, SCOPE_TABLE, check_role_learning_rates,
+                         conv_for_acdc, conv_kind)
 
-BACKBONES = ("conv4", "resnet10", "resnet18", "resnet34")
-ACDC_KINDS = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
-# The conv factory's kinds (fewshot_acdc.nn.CONV_KINDS; repeated here so that reading a config
-# does not import torch; tests/test_config.py checks they agree).
-CONV_KINDS = ("standard", "acdc-net", "acdc-block", "acdc-layer", "acdc-g-net", "acdc-g-block", "acdc-g-layer",
-              "basis", "dcf", "repeat-net", "repeat-block", "repeat-layer")
-ADAPT_SCOPES = ("all", "atoms", "head", "atoms+head", "coefficients", "coefficients+head",
-                "combination", "combination+head", "scales", "scales+head")
-# Role an adaptation scope needs -> (conv kinds that have it, in words)
-_SCOPE_NEEDS = {
-    "atoms": (lambda kind: kind.startswith("acdc-"), "ACDC atoms"),
-    "coefficients": (lambda kind: kind.startswith("acdc-") or kind == "dcf", "ACDC or DCF coefficients"),
-    "combination": (lambda kind: kind == "basis", "BasisConv's 1x1 combinations"),
-    "scales": (lambda kind: kind.startswith("repeat-"), "learnable-repetition scales"),
-}
+# The `--acdc` alias's values (kept for the CLI and for configs saved before `conv` was the one key).
+ACDC_KINDS = ACDC_SHARINGS
 DATASETS = ("builtin", "miniimagenet", "omniglot")
 DEVICES = ("auto", "cpu", "cuda")
 TASK_BATCHING = ("sequential", "vmap")
@@ -46,12 +34,11 @@ class ConfigError(ValueError):
 class TrainConfig:
     # Model
     backbone: str = "resnet18"
-    acdc: str = "net"                 # ACDC coefficient sharing scope; "none" = no ACDC (standard convolutions
-                                      # unless conv names another kind)
-    conv: Optional[str] = None        # conv kind, overrides acdc: standard | acdc-* | basis | dcf |
-                                      # repeat-net | repeat-block | repeat-layer (null: from acdc)
-    atoms: int = 8                    # dictionary atoms m per layer (per group when grouped); the size of the
-                                      # other kinds: DCF's Fourier-Bessel atoms K, BasisConv's rank r,
+    conv: str = "acdc-net"            # conv kind: standard | acdc-net | acdc-block | acdc-layer | acdc-g-* |
+                                      # basis | dcf | repeat-net | repeat-block | repeat-layer (fewshot_acdc.vocabulary).
+                                      # `acdc: net` (the --acdc alias, older configs) means conv: acdc-net
+    atoms: int = 8                    # the conv kind's size: dictionary atoms m per layer (per group when
+                                      # grouped); DCF's Fourier-Bessel atoms K, BasisConv's rank r,
                                       # repetition's base width b
     group_size: Optional[int] = None  # channels per group s, only for g-net / g-block / g-layer
     atom_drop: float = 0.1            # the paper's atom-drop rate; 0 turns it off
@@ -105,49 +92,27 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.conv is not None:
-            if self.conv not in CONV_KINDS:
-                raise ConfigError(f"conv: {self.conv!r} is not one of {', '.join(CONV_KINDS)}{_closest(self.conv, CONV_KINDS)}")
-            implied = _acdc_of(self.conv)
-            # conv decides; acdc must agree unless it was left at its default.
-            if self.acdc not in (implied, _DEFAULT_ACDC):
-                raise ConfigError(f"acdc {self.acdc!r} and conv {self.conv!r} name different conv kinds; give one of them")
-            object.__setattr__(self, "acdc", implied)
         _validate(self)
 
     @property
-    def conv_kind(self) -> str:
-        if self.conv is not None:
-            return self.conv
-        return "standard" if self.acdc == "none" else f"acdc-{self.acdc}"
-
-    @property
     def conv_name(self) -> str:
-        """Short name for run directories: the ACDC scope (``net``, ``none``...) or the kind."""
-        return self.acdc if self.conv is None or self.conv == "standard" or self.conv.startswith("acdc-") else self.conv
+        """Short name for run directories: the ACDC sharing scope (``net``, ``g-block``...),
+        ``none`` for standard convolutions, else the kind."""
+        kind = conv_kind(self.conv)
+        return kind.acdc_sharing if kind.is_acdc or kind.family == "standard" else kind.name
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         values = self.to_dict()
-        if "acdc" in changes and "conv" not in changes:
-            values["conv"] = None
-        elif "conv" in changes and "acdc" not in changes:
-            del values["acdc"]
+        if "acdc" in changes:  # the alias names the kind anew
+            del values["conv"]
         return load_config(None, {**values, **changes})
 
 
-_DEFAULT_ACDC = TrainConfig.__dataclass_fields__["acdc"].default
-
-
-def _acdc_of(conv: str) -> str:
-    """The ``acdc`` value a conv kind implies: its sharing scope for ACDC kinds, else ``none``."""
-    return conv[len("acdc-"):] if conv.startswith("acdc-") else "none"
-
-
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
-_CHOICES = {"backbone": BACKBONES, "acdc": ACDC_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
+_CHOICES = {"backbone": BACKBONES, "conv": CONV_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
             "device": DEVICES, "task_batching": TASK_BATCHING, "learn_inner_lr": LEARNED_STEP_SIZES,
             "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES,
             "omniglot_background": OMNIGLOT_BACKGROUNDS}
@@ -187,18 +152,17 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"threads must be >= 1 or null, got {config.threads}")
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise ConfigError(f"grad_clip must be > 0 or null, got {config.grad_clip}")
-    grouped = config.acdc.startswith("g-")
-    if grouped and config.group_size is None:
-        raise ConfigError(f"acdc {config.acdc!r} needs group_size (channels per group, e.g. 32 or 64)")
-    if not grouped and config.group_size is not None:
-        raise ConfigError(f"group_size is only used with acdc g-net, g-block or g-layer, not {config.acdc!r}")
-    kind = config.conv_kind
-    for part in config.adapt.split("+"):
-        if part not in _SCOPE_NEEDS or _SCOPE_NEEDS[part][0](kind):
-            continue
-        if kind == "standard" and part == "atoms":
-            raise ConfigError(f"adapt {config.adapt!r} adapts ACDC atoms, but acdc is 'none' (standard convolutions)")
-        raise ConfigError(f"adapt {config.adapt!r} adapts {_SCOPE_NEEDS[part][1]}, which conv kind {kind!r} does not have")
+    kind = conv_kind(config.conv)
+    if kind.grouped and config.group_size is None:
+        raise ConfigError(f"conv {kind.name!r} needs group_size (channels per group, e.g. 32 or 64)")
+    if not kind.grouped and config.group_size is not None:
+        raise ConfigError(f"group_size is only used with conv acdc-g-net, acdc-g-block or acdc-g-layer, not {kind.name!r}")
+    missing = sorted(SCOPE_TABLE[config.adapt].missing_roles(kind))
+    if missing:
+        what = " and ".join(ROLE_HOLDERS[role][0] for role in missing)
+        if kind.family == "standard":
+            raise ConfigError(f"adapt {config.adapt!r} adapts {what}, but conv is 'standard' (plain convolutions)")
+        raise ConfigError(f"adapt {config.adapt!r} adapts {what}, which conv kind {kind.name!r} does not have")
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -273,24 +237,42 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         values.update(loaded)
-    overrides = dict(overrides or {})
-    # acdc and conv both name the conv kind: a later source (overrides) naming one of them replaces
-    # what the earlier one (the file) said about either; within one source they must agree.
-    if overrides.get("conv") is not None and "acdc" not in overrides:
-        values.pop("acdc", None)
-    elif "acdc" in overrides and "conv" not in overrides:
-        values.pop("conv", None)
-    values.update(overrides)
-    if isinstance(values.get("conv"), str) and isinstance(values.get("acdc"), str) and values["conv"] in CONV_KINDS \
-            and _acdc_of(values["conv"]) != values["acdc"]:
-        raise ConfigError(f"acdc {values['acdc']!r} and conv {values['conv']!r} name different conv kinds; "
-                          f"give one of them (conv names any kind, acdc only the ACDC sharing scopes)")
+    # acdc (an alias) and conv both name the conv kind: each source is read in conv terms, then a
+    # later source (the overrides) replaces what the earlier one (the file) said.
+    values = {**_conv_from_alias(values, f"config file {path}"),
+              **_conv_from_alias(dict(overrides or {}), "the overrides")}
     unknown = [key for key in values if key not in CONFIG_KEYS]
     if unknown:
         where = f" in {path}" if path is not None else ""
         raise ConfigError("; ".join(f"unknown config key {key!r}{where}{_closest(key, CONFIG_KEYS)}" for key in unknown))
     hints = get_type_hints(TrainConfig)
     return TrainConfig(**{key: _coerce(key, value, hints[key]) for key, value in values.items()})
+
+
+def _conv_from_alias(values: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """``values`` with the ``acdc`` alias (``--acdc net``; configs saved before ``conv`` was the one
+    key, which hold ``acdc: net`` and ``conv: null``) turned into ``conv``. One source naming the
+    kind both ways must name the same kind."""
+    values = dict(values)
+    if values.get("conv", "") is None:
+        del values["conv"]
+    if "acdc" not in values:
+        return values
+    acdc = values.pop("acdc")
+    if not isinstance(acdc, str) or acdc not in ACDC_SHARINGS:
+        raise ConfigError(f"acdc: {acdc!r} is not one of {', '.join(ACDC_SHARINGS)}{_closest(str(acdc), ACDC_SHARINGS)}"
+                          " (acdc names an ACDC sharing scope; conv names any kind)")
+    implied = conv_for_acdc(acdc)
+    if "conv" in values and values["conv"] != implied:
+        raise ConfigError(f"acdc {acdc!r} and conv {values['conv']!r} in {source} name different conv kinds; "
+                          f"give one of them (conv names any kind, acdc only the ACDC sharing scopes)")
+    values["conv"] = implied
+    return values
+
+
+def canonical_values(values: Mapping[str, Any]) -> Dict[str, Any]:
+    """A saved config mapping (e.g. a checkpoint's) in today's keys: ``acdc`` turned into ``conv``."""
+    return _conv_from_alias(dict(values), "the saved config")
 
 
 def save_config(config: TrainConfig, path: Union[str, Path]) -> None:

@@ -18,15 +18,7 @@ from torch import nn
 from .meta.scopes import KIND_SCOPES, SCOPES, adapted_parameter_names
 from .models import create_backbone, list_backbones
 from .nn import CONV_KINDS, ROLES, BasisConv2d, ConvSpec, DCFConv2d, parameter_roles
-
-ACDC_CHOICES = ("none", "net", "block", "layer", "g-net", "g-block", "g-layer")
-
-
-def conv_kind(acdc: str) -> str:
-    """CLI ``--acdc`` value -> conv kind of the factory (``none`` -> ``standard``)."""
-    if acdc not in ACDC_CHOICES:
-        raise ValueError(f"unknown --acdc value {acdc!r}; accepted: {', '.join(ACDC_CHOICES)}")
-    return "standard" if acdc == "none" else f"acdc-{acdc}"
+from .vocabulary import ACDC_SHARINGS, conv_for_acdc, conv_kind
 
 
 def fixed_basis_count(model: nn.Module) -> int:
@@ -58,10 +50,10 @@ def few_shot_table(atoms: int = 8, classes: int = 5) -> str:
     lines = ["| backbone | conv | total | adapted: all | adapted: atoms |", "|---|---|---:|---:|---:|"]
     for acdc in ("none", "net", "block"):
         for backbone in ("conv4", "resnet10", "resnet18", "resnet34"):
-            report = parameter_report(create_backbone(backbone, conv_kind(acdc), atoms=atoms, num_classes=classes))
+            report = parameter_report(create_backbone(backbone, conv_for_acdc(acdc), atoms=atoms, num_classes=classes))
             adapted = report["adapted_per_task"]
             atoms_cell = "n/a" if adapted["atoms"] is None else f"{adapted['atoms']:,}"
-            lines.append(f"| {backbone} | {conv_kind(acdc)} | {report['total']:,} | {adapted['all']:,} | {atoms_cell} |")
+            lines.append(f"| {backbone} | {conv_for_acdc(acdc)} | {report['total']:,} | {adapted['all']:,} | {atoms_cell} |")
     return "\n".join(lines)
 
 
@@ -98,7 +90,7 @@ def _format(count: Optional[int]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fewshot_acdc.params", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18", help=f"one of: {', '.join(list_backbones())}")
-    parser.add_argument("--acdc", default="net", help=f"one of: {', '.join(ACDC_CHOICES)}")
+    parser.add_argument("--acdc", default="net", help=f"one of: {', '.join(ACDC_SHARINGS)}")
     parser.add_argument("--conv", default=None, choices=CONV_KINDS,
                         help="conv kind; overrides --acdc (basis, dcf, repeat-net, repeat-block, repeat-layer ...)")
     parser.add_argument("--atoms", type=int, default=8,
@@ -120,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(conv_kinds_table(args.atoms, args.classes))
         return 0
     try:
-        kind = args.conv if args.conv is not None else conv_kind(args.acdc)
+        kind = args.conv if args.conv is not None else conv_for_acdc(args.acdc)
         model = create_backbone(args.backbone, kind, atoms=args.atoms, group_size=args.group_size,
                                 num_classes=args.classes, image_size=args.image_size, in_channels=args.in_channels)
     except ValueError as error:
@@ -138,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "base": "repetition bases", "scales": "repetition scales", "conv": "ordinary convs",
               "norm": "batch norm", "head": "linear head", "other": "other"}
     for role, count in report["by_role"].items():
-        if count or role in ("conv", "norm", "head") or role in ("atoms", "coefficients") and kind.startswith("acdc"):
+        if count or role in ("conv", "norm", "head") or role in conv_kind(kind).roles:
             print(f"    {labels[role]:<24}{_format(count)}")
     if report["fixed_bases"]:
         print(f"  fixed bases (buffers, not trained) {_format(report['fixed_bases'])}")

@@ -6,7 +6,8 @@ layers and MAML define; those names live here once and the torch modules import 
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Union
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Mapping, Optional, Union
 
 from .utils import closest_name
 
@@ -49,3 +50,134 @@ def check_role_learning_rates(inner_lr: Union[float, Mapping[str, float]]) -> Di
             which = f"inner_lr for {role!r}" if isinstance(inner_lr, Mapping) else "inner_lr"
             raise ValueError(f"{which} must be a finite number > 0, got {value!r}")
     return {role: float(value) for role, value in mapping.items()}
+
+
+# ------------------------------------------------------------------------------------ conv kinds
+@dataclass(frozen=True)
+class ConvKind:
+    """What a conv kind is: the facts config, factory, scopes, parameter counts and results need.
+
+    ``family``: standard, acdc, basis, dcf or repeat. ``sharing``: which layers share the kind's
+    shared tensor (ACDC coefficients, repetition base): net, block or layer; BasisConv and DCF
+    own everything per layer (``layer``); None for standard convolutions. ``size_knob``: what
+    the ``atoms`` setting sizes for this kind. ``roles``: the parameter roles its layers hold
+    besides the ordinary conv/norm/head ones (what a scope can select).
+    """
+    name: str
+    family: str
+    sharing: Optional[str]
+    grouped: bool
+    size_knob: Optional[str]
+    roles: FrozenSet[str]
+
+    @property
+    def is_acdc(self) -> bool:
+        return self.family == "acdc"
+
+    @property
+    def decomposed(self) -> bool:
+        """Every kind but standard: its ``atoms`` setting means something."""
+        return self.family != "standard"
+
+    @property
+    def acdc_sharing(self) -> str:
+        """The value of the ``--acdc`` alias naming this kind (``none`` for non-ACDC kinds)."""
+        return self.sharing_name if self.is_acdc else "none"
+
+    @property
+    def sharing_name(self) -> str:
+        return ("g-" if self.grouped else "") + str(self.sharing)
+
+
+def _conv_kinds() -> Dict[str, ConvKind]:
+    kinds = [ConvKind("standard", "standard", None, False, None, frozenset())]
+    for grouped in (False, True):
+        for sharing in ("net", "block", "layer"):
+            kinds.append(ConvKind(f"acdc-{'g-' if grouped else ''}{sharing}", "acdc", sharing, grouped,
+                                  "dictionary atoms m per layer" + (" (per group)" if grouped else ""),
+                                  frozenset({"atoms", "coefficients"})))
+    kinds.append(ConvKind("basis", "basis", "layer", False, "rank r (basis filters per layer)",
+                          frozenset({"combination"})))
+    kinds.append(ConvKind("dcf", "dcf", "layer", False, "number of Fourier-Bessel atoms K",
+                          frozenset({"coefficients"})))
+    for sharing in ("net", "block", "layer"):
+        kinds.append(ConvKind(f"repeat-{sharing}", "repeat", sharing, False, "base channels b",
+                              frozenset({"base", "scales"})))
+    return {kind.name: kind for kind in kinds}
+
+
+CONV_KIND_TABLE: Dict[str, ConvKind] = _conv_kinds()
+CONV_KINDS = tuple(CONV_KIND_TABLE)
+# The values of the `--acdc` alias (older configs' `acdc` key): an ACDC sharing scope, or none.
+ACDC_SHARINGS = ("none",) + tuple(k.sharing_name for k in CONV_KIND_TABLE.values() if k.is_acdc)
+
+
+def conv_kind(name: str) -> ConvKind:
+    """The :class:`ConvKind` called ``name``; ``ValueError`` naming the closest kind otherwise."""
+    if name not in CONV_KIND_TABLE:
+        raise ValueError(f"unknown conv kind {name!r}{closest_name(name, CONV_KINDS)}; accepted: {', '.join(CONV_KINDS)}")
+    return CONV_KIND_TABLE[name]
+
+
+def conv_for_acdc(sharing: str) -> str:
+    """The conv kind the ``--acdc`` alias names: ``none`` -> ``standard``, ``net`` -> ``acdc-net`` ..."""
+    if sharing not in ACDC_SHARINGS:
+        raise ValueError(f"acdc: {sharing!r} is not one of {', '.join(ACDC_SHARINGS)}{closest_name(sharing, ACDC_SHARINGS)}")
+    return "standard" if sharing == "none" else f"acdc-{sharing}"
+
+
+# ------------------------------------------------------------------------------------ scopes
+@dataclass(frozen=True)
+class Scope:
+    """An inner-loop scope: the parameter roles MAML adapts within a task (None: every one)."""
+    name: str
+    roles: Optional[FrozenSet[str]]
+
+    @property
+    def trunk_frozen(self) -> bool:
+        """Only the classifier adapts: the trunk's features can be computed once per task."""
+        return self.roles == frozenset({"head"})
+
+    def missing_roles(self, kind: ConvKind) -> FrozenSet[str]:
+        """The roles this scope adapts that ``kind``'s layers do not have (the head is always there)."""
+        if self.roles is None:
+            return frozenset()
+        return frozenset(self.roles - {"head"} - kind.roles)
+
+
+SCOPE_TABLE: Dict[str, Scope] = {scope.name: scope for scope in (
+    Scope("all", None),
+    *(Scope(name, frozenset(name.split("+"))) for name in (
+        "atoms", "head", "atoms+head", "coefficients", "coefficients+head", "combination", "combination+head",
+        "scales", "scales+head")),
+)}
+ADAPT_SCOPES = tuple(SCOPE_TABLE)
+# Conv family -> the scope that adapts its small part within a task.
+FAMILY_SCOPES = {"acdc": "atoms", "dcf": "coefficients", "basis": "combination", "repeat": "scales"}
+
+
+# The roles only some conv kinds hold: (what they are, what backbone has them), for messages.
+ROLE_HOLDERS = {
+    "atoms": ("ACDC atoms", "an ACDC backbone"),
+    "coefficients": ("ACDC or DCF coefficients", "an ACDC or DCF backbone"),
+    "combination": ("BasisConv's 1x1 combinations", "a BasisConv backbone"),
+    "scales": ("learnable-repetition scales", "a learnable-repetition backbone"),
+}
+
+
+def kinds_with_role(role: str) -> str:
+    """The conv kinds whose layers hold ``role``, in words (for error messages)."""
+    families = sorted({k.family for k in CONV_KIND_TABLE.values() if role in k.roles})
+    names = [f"{family}-*" if sum(k.family == family for k in CONV_KIND_TABLE.values()) > 1 else family
+             for family in families]
+    return "conv kind " + " or ".join(names)
+
+
+# ------------------------------------------------------------------------------------ backbones
+# Every backbone fewshot_acdc.models registers (tests/models checks the registry agrees).
+BACKBONES = ("conv4", "resnet10", "resnet18", "resnet34", "resnet18-cifar", "vgg16", "wrn-40-4")
+
+# Under torchrun: how long (seconds) a rank waits for the others at a collective before the job
+# fails; torch's own default. A rank that dies ends the job at once (torchrun stops the others);
+# this bounds a rank that hangs.
+DISTRIBUTED_TIMEOUT_SECONDS = 1800.0

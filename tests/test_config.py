@@ -12,8 +12,7 @@ def test_overrides_win_over_yaml(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("backbone: resnet10\nacdc: block\ninner_lr: 0.02\n")
     config = load_config(base, {"inner_lr": 0.5, "shots": 5})
-    assert (config.backbone, config.acdc, config.inner_lr, config.shots) == ("resnet10", "block", 0.5, 5)
-    assert config.conv_kind == "acdc-block"
+    assert (config.backbone, config.conv, config.inner_lr, config.shots) == ("resnet10", "acdc-block", 0.5, 5)
 
 
 def test_saved_config_round_trips(tmp_path):
@@ -37,7 +36,7 @@ def test_unknown_key_in_yaml_names_the_file_and_the_closest_key(tmp_path):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"backbone": "resnet50"}, r"backbone: 'resnet50' is not one of conv4, resnet10, resnet18, resnet34"),
+        ({"backbone": "resnet50"}, r"backbone: 'resnet50' is not one of conv4, resnet10, resnet18, resnet34, resnet18-cifar"),
         ({"adapt": "atom"}, r"did you mean 'atoms'"),
         ({"ways": 0}, "ways must be >= 1"),
         ({"threads": 0}, "threads must be >= 1"),
@@ -47,7 +46,8 @@ def test_unknown_key_in_yaml_names_the_file_and_the_closest_key(tmp_path):
         ({"first_order": "yes"}, "first_order must be bool"),
         ({"acdc": "g-block"}, "needs group_size"),
         ({"acdc": "net", "group_size": 32}, "group_size is only used with"),
-        ({"acdc": "none", "adapt": "atoms"}, "adapts ACDC atoms, but acdc is 'none'"),
+        ({"acdc": "none", "adapt": "atoms"}, "adapts ACDC atoms, but conv is 'standard'"),
+        ({"acdc": "nett"}, r"acdc: 'nett' is not one of none, net.*did you mean 'net'"),
     ],
 )
 def test_bad_values_are_named(overrides, message):
@@ -80,25 +80,37 @@ def test_conv_kinds_agree_with_the_factory():
     assert ADAPT_SCOPES == tuple(SCOPES)
 
 
-def test_conv_names_any_kind_and_sets_acdc_to_match():
+def test_conv_is_the_one_key_and_acdc_an_alias_for_the_acdc_kinds():
     config = load_config(None, {"conv": "basis", "adapt": "combination"})
-    assert (config.conv_kind, config.acdc, config.conv_name) == ("basis", "none", "basis")
-    assert load_config(None, {"conv": "acdc-block"}).acdc == "block"
-    assert load_config(None, {"acdc": "block"}).conv is None  # acdc alone works as before
+    assert (config.conv, config.conv_name) == ("basis", "basis")
+    assert "acdc" not in config.to_dict()
+    assert load_config(None, {"acdc": "block"}) == load_config(None, {"conv": "acdc-block"})
+    assert load_config(None, {"acdc": "none"}).conv == "standard"
+    assert load_config(None, {"acdc": "g-net", "group_size": 8}).conv_name == "g-net"
+
+
+def test_configs_saved_with_the_acdc_key_still_load(tmp_path):
+    # what run directories written before `conv` was the one key hold
+    saved = tmp_path / "config.yaml"
+    saved.write_text("backbone: conv4\nacdc: layer\nconv: null\n")
+    assert load_config(saved).conv == "acdc-layer"
+    saved.write_text("backbone: conv4\nacdc: none\nconv: dcf\n")
+    with pytest.raises(ConfigError, match="acdc 'none' and conv 'dcf' in config file .* name different conv kinds"):
+        load_config(saved)
 
 
 def test_a_later_source_naming_the_kind_replaces_the_files(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("acdc: block\n")
-    assert load_config(base, {"conv": "dcf"}).conv_kind == "dcf"
+    assert load_config(base, {"conv": "dcf"}).conv == "dcf"
     base.write_text("conv: dcf\n")
-    assert load_config(base, {"acdc": "net"}).conv_kind == "acdc-net"
+    assert load_config(base, {"acdc": "net"}).conv == "acdc-net"
 
 
 def test_replace_switches_between_conv_and_acdc():
     config = load_config(None, {"conv": "repeat-net", "adapt": "scales"})
-    assert config.replace(adapt="all", acdc="layer").conv_kind == "acdc-layer"
-    assert load_config(None, {"acdc": "block"}).replace(conv="basis").conv_kind == "basis"
+    assert config.replace(adapt="all", acdc="layer").conv == "acdc-layer"
+    assert load_config(None, {"acdc": "block"}).replace(conv="basis").conv == "basis"
 
 
 def test_saved_conv_config_round_trips(tmp_path):
@@ -111,7 +123,7 @@ def test_saved_conv_config_round_trips(tmp_path):
     "values,message",
     [
         ({"conv": "basiss"}, r"did you mean 'basis'"),
-        ({"acdc": "block", "conv": "basis"}, "acdc 'block' and conv 'basis' name different conv kinds"),
+        ({"acdc": "block", "conv": "basis"}, "acdc 'block' and conv 'basis' in the overrides name different conv kinds"),
         ({"conv": "basis", "adapt": "scales"}, "adapts learnable-repetition scales, which conv kind 'basis' does not have"),
         ({"conv": "dcf", "adapt": "combination+head"}, "BasisConv's 1x1 combinations"),
         ({"conv": "repeat-net", "adapt": "atoms"}, "adapts ACDC atoms, which conv kind 'repeat-net' does not have"),

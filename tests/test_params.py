@@ -161,7 +161,7 @@ def test_command_line_rejects_bad_values_with_the_accepted_ones():
     assert "unknown backbone 'resnet19' (did you mean 'resnet18'?)" in result.stderr
     result = subprocess.run([sys.executable, "-m", "fewshot_acdc.params", "--acdc", "grid"],
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "accepted: none, net, block" in result.stderr
+    assert result.returncode == 2 and "is not one of none, net, block" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def adaptation_curve(run: TrainedRun, steps: int, episodes: int) -> AdaptationCu
     loss = np.zeros((episodes, steps + 1))
     for index in range(episodes):
         accuracy[index], loss[index] = score_trajectory(run, run.episode(index), steps)
-    return AdaptationCurve(run.label, str(run.root), run.config.conv_kind, run.config.adapt,
+    return AdaptationCurve(run.label, str(run.root), run.config.conv, run.config.adapt,
                            run.config.inner_steps, run.config.inner_steps_eval, episode_set.name,
                            accuracy, loss, summarise(accuracy, loss))
 

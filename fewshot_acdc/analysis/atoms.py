@@ -149,7 +149,7 @@ def run_atoms(run_dir: PathLike, out: PathLike, *, episode: int = 0, steps: Opti
                               for group in range(entry.change.shape[0]) for atom in range(entry.change.shape[1])))
     adapted_atoms = any(run.maml.adapted_roles[i] == "atoms" for i in range(len(run.maml.adapted_names)))
     paths["json"] = write_json(out / "atoms.json", {
-        "analysis": "atoms", "run": str(run.root), "checkpoint": checkpoint, "conv": run.config.conv_kind,
+        "analysis": "atoms", "run": str(run.root), "checkpoint": checkpoint, "conv": run.config.conv,
         "adapt": run.config.adapt, "atoms_adapted": adapted_atoms, "split": split, "episode": episode,
         "episode_set": run.episode_set(episode + 1).name, "inner_steps": steps,
         "layers": [entry.to_dict() for entry in report]})

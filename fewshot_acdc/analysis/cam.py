@@ -120,7 +120,7 @@ def episode_cams(run, episode, count: int, steps: Optional[int] = None,
             from torch.func import functional_call
             logits = functional_call(run.model, adapted, (episode.query_images,))
     predictions = logits.argmax(1)[chosen].tolist()
-    return RunCAM(run.label, str(run.root), run.config.conv_kind, predictions, cams)
+    return RunCAM(run.label, str(run.root), run.config.conv, predictions, cams)
 
 
 def query_selection(labels: torch.Tensor, count: int) -> torch.Tensor:

@@ -334,7 +334,7 @@ def run_coefficients(run_dir: PathLike, out: PathLike, *, atoms: Optional[int] =
     params = run.initial_parameters()
     if any(isinstance(module, ACDCConv2d) for module in run.model.modules()):
         if atoms is not None or layers is not None:
-            raise AnalysisError(f"{run.root} is an ACDC run ({run.config.conv_kind}): its atoms and coefficients are "
+            raise AnalysisError(f"{run.root} is an ACDC run ({run.config.conv}): its atoms and coefficients are "
                                 "learned, not decomposed; drop --atoms/--layers")
         report = acdc_coefficients(run.model, params, images)
     else:

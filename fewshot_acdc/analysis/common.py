@@ -45,7 +45,7 @@ class TrainedRun:
     @property
     def label(self) -> str:
         """How figures name the run: its directory, conv kind and adaptation scope."""
-        return f"{self.root.name} ({self.config.conv_kind}, adapt={self.config.adapt})"
+        return f"{self.root.name} ({self.config.conv}, adapt={self.config.adapt})"
 
     def initial_parameters(self) -> Params:
         """The meta-learned initialisation, detached (tied tensors once, as ``named_parameters``)."""

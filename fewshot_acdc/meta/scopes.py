@@ -25,30 +25,12 @@ from torch import nn
 
 from ..nn import parameter_roles
 from ..utils import closest_name
+from ..vocabulary import FAMILY_SCOPES, ROLE_HOLDERS, SCOPE_TABLE, kinds_with_role
 
-SCOPES: Dict[str, Optional[FrozenSet[str]]] = {
-    "all": None,  # every role
-    "atoms": frozenset({"atoms"}),
-    "head": frozenset({"head"}),
-    "atoms+head": frozenset({"atoms", "head"}),
-    "coefficients": frozenset({"coefficients"}),
-    "coefficients+head": frozenset({"coefficients", "head"}),
-    "combination": frozenset({"combination"}),
-    "combination+head": frozenset({"combination", "head"}),
-    "scales": frozenset({"scales"}),
-    "scales+head": frozenset({"scales", "head"}),
-}
-
-# The role a scope needs -> which conv kinds have it (for error messages).
-_ROLE_PROVIDERS = {
-    "atoms": "an ACDC backbone (conv kind acdc-*)",
-    "coefficients": "an ACDC or DCF backbone (conv kind acdc-* or dcf)",
-    "combination": "a BasisConv backbone (conv kind basis)",
-    "scales": "a learnable-repetition backbone (conv kind repeat-*)",
-}
-
+# scope name -> the roles it adapts (None: every role); defined once in fewshot_acdc.vocabulary.
+SCOPES: Dict[str, Optional[FrozenSet[str]]] = {name: scope.roles for name, scope in SCOPE_TABLE.items()}
 # Conv family -> the scope that adapts its small part within a task.
-KIND_SCOPES = {"acdc": "atoms", "dcf": "coefficients", "basis": "combination", "repeat": "scales"}
+KIND_SCOPES = FAMILY_SCOPES
 
 
 def check_scope(scope: str) -> str:
@@ -71,7 +53,7 @@ def adapted_parameter_names(model: nn.Module, scope: str) -> List[str]:
         raise ValueError(
             f"adaptation scope {scope!r} selects no parameter of this {type(model).__name__} "
             f"(its parameter roles are: {', '.join(present)}); "
-            + "; ".join(f"{role!r} needs {_ROLE_PROVIDERS[role]}" for role in sorted(wanted or ())
-                        if role in _ROLE_PROVIDERS)
+            + "; ".join(f"{role!r} needs {ROLE_HOLDERS[role][1]} ({kinds_with_role(role)})"
+                        for role in sorted(wanted or ()) if role in ROLE_HOLDERS)
         )
     return names

@@ -42,16 +42,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..utils import closest_name
 from .acdc import ACDCConv2d, reset_coefficients, validate_acdc_arguments
 from .basis import BasisConv2d
 from .dcf import DCFConv2d
 from .repetition import RepeatedConv2d
 
-CONV_KINDS: Tuple[str, ...] = (
-    "standard", "acdc-net", "acdc-block", "acdc-layer", "acdc-g-net", "acdc-g-block", "acdc-g-layer",
-    "basis", "dcf", "repeat-net", "repeat-block", "repeat-layer",
-)
+from ..vocabulary import CONV_KINDS, ConvKind, conv_kind
 
 
 @dataclass(frozen=True)
@@ -65,20 +61,15 @@ class ConvSpec:
     shuffle: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in CONV_KINDS:
-            raise ValueError(
-                f"unknown conv kind {self.kind!r}{closest_name(self.kind, CONV_KINDS)}; "
-                f"accepted: {', '.join(CONV_KINDS)}"
-            )
+        conv_kind(self.kind)  # unknown kinds: ValueError naming the closest
         if self.is_acdc:
             # Channel counts are checked per layer; here only the layer-independent values.
             validate_acdc_arguments(1, 1, self.atoms, None, self.atom_drop)
         elif self.family in ("basis", "dcf", "repeat"):
             # The upper limits depend on each layer's shape and are checked per layer.
             if not isinstance(self.atoms, int) or isinstance(self.atoms, bool) or self.atoms < 1:
-                knob = {"basis": "rank (basis filters per layer)", "dcf": "number of Fourier-Bessel atoms K",
-                        "repeat": "base channels b"}[self.family]
-                raise ValueError(f"atoms must be an integer >= 1 (for {self.kind}: the {knob}), got {self.atoms!r}")
+                raise ValueError(f"atoms must be an integer >= 1 (for {self.kind}: the {self.facts.size_knob}), "
+                                 f"got {self.atoms!r}")
         if self.grouped:
             if self.group_size is None:
                 raise ValueError(f"conv kind {self.kind!r} needs a group_size (channels per group)")
@@ -90,25 +81,28 @@ class ConvSpec:
             )
 
     @property
+    def facts(self) -> ConvKind:
+        """The kind's entry in the one table of conv kinds (:mod:`fewshot_acdc.vocabulary`)."""
+        return conv_kind(self.kind)
+
+    @property
     def is_acdc(self) -> bool:
-        return self.kind.startswith("acdc-")
+        return self.facts.is_acdc
 
     @property
     def family(self) -> str:
         """``standard``, ``acdc``, ``basis``, ``dcf`` or ``repeat``."""
-        return self.kind.split("-", 1)[0]
+        return self.facts.family
 
     @property
     def grouped(self) -> bool:
-        return self.kind.startswith("acdc-g-")
+        return self.facts.grouped
 
     @property
     def sharing(self) -> Optional[str]:
         """``"net"``, ``"block"``, ``"layer"`` (ACDC and repetition kinds; ``"layer"`` for BasisConv
         and DCF, which share nothing) or ``None`` for standard convolutions."""
-        if self.family in ("acdc", "repeat"):
-            return self.kind.rsplit("-", 1)[1]
-        return None if self.kind == "standard" else "layer"
+        return self.facts.sharing
 
 
 class CoefficientBank(nn.Module):

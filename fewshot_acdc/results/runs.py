@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..vocabulary import ACDC_SHARINGS, CONV_KIND_TABLE, conv_for_acdc
 from .stats import mean_ci95
 
 #: The stored mean_accuracy / ci95 are checked against the values recomputed from
@@ -69,8 +70,9 @@ SUMMARY_NUMBERS = (
 
 
 def is_acdc_conv(conv: str | None) -> bool:
-    """ACDC convolution kinds are named ``acdc-*`` (e.g. ``acdc-net``)."""
-    return bool(conv) and str(conv).lower().startswith("acdc")
+    """An ACDC conv kind (``acdc-net``, ``acdc-g-block`` ...); unknown names are not."""
+    kind = CONV_KIND_TABLE.get(str(conv).lower()) if conv else None
+    return kind is not None and kind.is_acdc
 
 
 def is_decomposed_conv(conv: str | None) -> bool:
@@ -498,8 +500,9 @@ def _norm_identity_value(name: str, value: Any) -> Any:
 
 
 def _conv_from(mapping: dict[str, Any] | None) -> Any:
-    """``conv`` as in summary.json, or derived from TrainConfig's ``acdc`` field (config.yaml
-    stores the sharing scope: ``none`` -> ``standard``, ``net`` -> ``acdc-net``, ...)."""
+    """``conv`` as in summary.json and config.yaml, or, for config.yaml files written before
+    ``conv`` was the one key, derived from their ``acdc`` sharing scope (``none`` -> ``standard``,
+    ``net`` -> ``acdc-net``, ...)."""
     conv = _lookup(mapping, "conv")
     if conv is not None:
         return conv
@@ -507,8 +510,10 @@ def _conv_from(mapping: dict[str, Any] | None) -> Any:
     if acdc is None or isinstance(acdc, (dict, list)):
         return None
     acdc = str(acdc).strip().lower()
-    if acdc in ("none", "false", ""):
+    if acdc in ("false", ""):
         return "standard"
+    if acdc in ACDC_SHARINGS:
+        return conv_for_acdc(acdc)
     return acdc if acdc.startswith("acdc") else f"acdc-{acdc}"
 
 

@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..vocabulary import CONV_KIND_TABLE
 from .runs import (
     STATUS_OK,
     STATUS_UNFINISHED,
@@ -74,9 +75,10 @@ _KIND_LABELS = {"basis": "BasisConv", "dcf": "DCF (Fourier-Bessel)", "repeat-net
 
 
 def _size_label(conv: str, atoms: int) -> str:
-    if conv == "basis":
+    family = CONV_KIND_TABLE[conv].family if conv in CONV_KIND_TABLE else None
+    if family == "basis":
         return f"rank {atoms}"
-    if conv.startswith("repeat-"):
+    if family == "repeat":
         return f"base width {atoms}"
     return f"{atoms} atoms"
 

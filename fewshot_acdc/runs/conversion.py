@@ -59,8 +59,8 @@ def convert_run(
         raise FileNotFoundError(f"{run.root}: no config.yaml there, so it is not a run directory")
     overrides = {"device": device, **({"data_root": data_root} if data_root is not None else {})}
     config = resume_config(run.root, overrides)
-    if config.conv_kind != "standard":
-        raise ValueError(f"{run.root} trained conv kind {config.conv_kind!r}; only standard-conv runs can be "
+    if config.conv != "standard":
+        raise ValueError(f"{run.root} trained conv kind {config.conv!r}; only standard-conv runs can be "
                          f"converted to BasisConv")
     state = load_checkpoint(run.checkpoint(checkpoint), map_location="cpu")
     model = build_model(config, checkpoint_in_channels(state["model"]))

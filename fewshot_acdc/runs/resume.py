@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, canonical_values
 
 # Keys a resume may change (new keys are refused until they are listed here on purpose).
 RESUMABLE = ("iterations", "meta_lr", "inner_lr", "grad_clip", "inner_steps", "inner_steps_eval", "first_order",
@@ -45,6 +45,7 @@ def resume_changes(saved: Mapping[str, Any], config: TrainConfig, iteration: int
     ``config``, as records ``{"key", "from", "to", "from_iteration"}``; raises ConfigError listing
     every change that may not be made."""
     changes, refused = [], []
+    saved = canonical_values(saved)  # a checkpoint from before `conv` was the one key holds `acdc`
     for key, value in config.to_dict().items():
         if key not in saved or saved[key] == value:
             continue  # (a key the checkpoint predates keeps its default: nothing to compare)

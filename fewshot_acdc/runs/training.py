@@ -259,7 +259,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     steps_timed = [r for r in metrics if "seconds_per_step" in r]
     summary = {
         "status": "finished",
-        "backbone": config.backbone, "conv": config.conv_kind, "atoms": config.atoms,
+        "backbone": config.backbone, "conv": config.conv, "atoms": config.atoms,
         "group_size": config.group_size, "adapt": config.adapt, "first_order": config.first_order,
         "dataset": config.dataset, "ways": config.ways, "shots": config.shots, "image_size": config.image_size,
         "iterations": config.iterations, "seed": config.seed,

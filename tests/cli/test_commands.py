@@ -32,7 +32,7 @@ def test_bad_choice_lists_the_accepted_values(capsys):
 def test_inconsistent_values_are_config_errors(capsys):
     with pytest.raises(SystemExit):
         train_cli.main(["--acdc", "none", "--adapt", "atoms"])
-    assert "adapts ACDC atoms, but acdc is 'none'" in capsys.readouterr().err
+    assert "adapts ACDC atoms, but conv is 'standard'" in capsys.readouterr().err
 
 
 def test_missing_miniimagenet_says_where_to_get_it_and_how_to_use_builtin(tmp_path, capsys):

@@ -37,7 +37,7 @@ def test_convert_writes_a_loadable_checkpoint_and_the_error_report(standard_run,
     _, trained, _ = load_trained(standard_run, "best", torch.device("cpu"), 3)
     expected, report = convert_to_basisconv(trained, 8)
     config, converted, state = load_converted(output)
-    assert state["ranks"] == report.ranks and config.conv_kind == "standard"
+    assert state["ranks"] == report.ranks and config.conv == "standard"
     assert sum(isinstance(m, BasisConv2d) for m in converted.modules()) == 3
     images = torch.randn(4, 3, 20, 20)
     torch.testing.assert_close(converted(images), expected(images))

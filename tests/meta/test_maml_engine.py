@@ -212,7 +212,7 @@ def test_shared_coefficients_are_updated_once_and_stay_tied():
 
 @pytest.mark.reference
 def test_reference_libraries_keep_tied_tensors_tied():
-    from maml_testing import import_reference
+    from .maml_testing import import_reference
     l2l = import_reference("learn2learn")
     higher = import_reference("higher")
     model = build_model("conv4", "acdc-net")

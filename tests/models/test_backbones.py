@@ -96,3 +96,9 @@ def test_conv4_refuses_images_of_another_size_than_it_was_built_for():
 
 def test_registry_lists_every_backbone():
     assert list_backbones() == sorted(["conv4", "resnet10", "resnet18", "resnet34", "resnet18-cifar", "vgg16", "wrn-40-4"])
+
+
+def test_the_registry_holds_exactly_the_backbones_the_vocabulary_names():
+    # the config validates backbone names without importing torch, from fewshot_acdc.vocabulary
+    from fewshot_acdc.vocabulary import BACKBONES
+    assert sorted(BACKBONES) == list_backbones()
