@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..config import DEVICES
+from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
 from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
 BENCHMARKS = ("episodes", "omniglot-all-runs")
@@ -17,7 +18,8 @@ BENCHMARKS = ("episodes", "omniglot-all-runs")
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="evaluate.py", description="Evaluate a MAML run on fixed test episodes.")
-    parser.add_argument("--run", required=True, help="run directory written by run_maml.py")
+    # --run-dir: the same; under torchrun, whose own parser takes --run for an abbreviation of its --run-path
+    parser.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory written by run_maml.py")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     parser.add_argument("--benchmark", choices=BENCHMARKS, default="episodes")
     parser.add_argument("--shots", type=int, nargs="+", help="shot counts to evaluate (default: the run's)")
@@ -34,6 +36,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+                        help="under torchrun (the ranks split the episodes): how long a rank waits for the others "
+                             f"before the job fails (default {DEFAULT_TIMEOUT_SECONDS:g})")
     add_debug_flag(parser)
     return parser
 
@@ -44,27 +49,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
+    from ..runs import distributed
+    prog, group = "evaluate.py", distributed.SINGLE_PROCESS
     try:
+        # Under torchrun the ranks split the episodes; rank 0 writes the files and prints.
+        group = distributed.start(args.device, timeout_seconds=args.dist_timeout)
+        if group.is_distributed:
+            prog = f"evaluate.py (rank {group.rank} of {group.world_size})"
+        print_ = print if group.is_main else (lambda *arguments, **keywords: None)
         if args.benchmark == "omniglot-all-runs":
             record = evaluate_omniglot_all_runs(args.run, all_runs=args.all_runs, checkpoint=args.checkpoint,
                                                 inner_steps_eval=args.inner_steps_eval, device=args.device,
-                                                eval_batch=args.eval_batch)
-            print(f"omniglot all_runs (20-way within-alphabet one-shot): error rate "
+                                                eval_batch=args.eval_batch, distributed=group)
+            print_(f"omniglot all_runs (20-way within-alphabet one-shot): error rate "
                   f"{100 * record['error_rate']:.2f}% over {record['runs']} runs; 5-way 1-shot within-alphabet "
                   f"episodes: {100 * record['five_way_accuracy']:.2f}% +- {100 * record['five_way_ci95']:.2f}%")
             return 0
         for record in evaluate_run(args.run, checkpoint=args.checkpoint, shots=args.shots, ways=args.ways,
                                    episodes=args.episodes, inner_steps_eval=args.inner_steps_eval,
                                    split=args.split, data_root=args.data_root, device=args.device,
-                                   eval_batch=args.eval_batch, progress=not args.quiet):
-            print(f"{record['split']} {record['ways']}-way {record['shots']}-shot: "
+                                   eval_batch=args.eval_batch, progress=not args.quiet, distributed=group):
+            print_(f"{record['split']} {record['ways']}-way {record['shots']}-shot: "
                   f"{100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
                   f"({record['episodes']} episodes, set {record['episode_set']})")
     except USER_ERRORS as error:  # CheckpointError, data and output errors
-        return report_error("evaluate.py", error, args.debug)
+        return report_error(prog, error, args.debug)
     except KeyboardInterrupt:  # nothing to keep: an eval file is written whole or not at all
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.stop(group)
     return 0
 
 

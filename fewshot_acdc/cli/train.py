@@ -7,6 +7,7 @@ Examples::
     python run_maml.py --config configs/closer_look_maml.yaml --backbone resnet34 --acdc net --shots 5
     python run_maml.py --resume runs/resnet18-net-all-5w1s-seed0 --iterations 80000
     python run_maml.py --dataset builtin --backbone conv4 --conv basis --atoms 16 --adapt combination
+    torchrun --standalone --nproc_per_node 4 run_maml.py --backbone resnet18 --acdc net   # data-parallel
 
 A YAML config is the base, flags override it, and the result is resolved once into one typed
 :class:`~fewshot_acdc.config.TrainConfig` saved as ``config.yaml`` in the run directory.
@@ -20,6 +21,7 @@ from typing import Any, Dict, Optional, Sequence
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
 from ..vocabulary import BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLES
+from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
 from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
 
@@ -110,6 +112,9 @@ def build_parser() -> ArgumentParser:
                      help="validation/test episodes adapted together with torch.func.vmap (1: one at a time; "
                           "default: 1 on a CPU, a memory-bounded stack on a GPU)")
     run.add_argument("--no-eval", action="store_true", help="skip the test evaluation after training")
+    run.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+                     help="under torchrun: how long a rank waits for the others at a collective before the job "
+                          f"fails (default {DEFAULT_TIMEOUT_SECONDS:g}; a rank that dies ends the job at once)")
     run.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
     add_debug_flag(run)
     return parser
@@ -143,24 +148,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if config.threads is not None:
         import torch
         torch.set_num_threads(config.threads)  # process-wide, hence set here and not in train()
+    from ..runs import distributed
+    prog = "run_maml.py"
+    group = distributed.SINGLE_PROCESS
     try:
-        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
-        print(f"finished {run_dir}: best validation accuracy {100 * summary['best_val_accuracy']:.2f}% "
-              f"at iteration {summary['best_iteration']}")
+        # torchrun's processes (RANK, WORLD_SIZE... set): join the group; a single process: nothing.
+        group = distributed.start(config.device, meta_batch=config.meta_batch, timeout_seconds=args.dist_timeout)
+        if group.is_distributed:
+            prog = f"run_maml.py (rank {group.rank} of {group.world_size})"
+        say = print if group.is_main else (lambda *arguments, **keywords: None)
+        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet, distributed=group)
+        say(f"finished {run_dir}: best validation accuracy {100 * summary['best_val_accuracy']:.2f}% "
+            f"at iteration {summary['best_iteration']}")
         if not args.no_eval and config.dataset == "omniglot" and config.omniglot_background != "all":
             # Lake's minimal setting has no test split: its test is the one-shot benchmark.
-            record = evaluate_omniglot_all_runs(run_dir, device=config.device)
-            print(f"omniglot all_runs (20-way within-alphabet one-shot, background {config.omniglot_background}): "
-                  f"error rate {100 * record['error_rate']:.2f}%")
+            record = evaluate_omniglot_all_runs(run_dir, device=config.device, distributed=group)
+            say(f"omniglot all_runs (20-way within-alphabet one-shot, background {config.omniglot_background}): "
+                f"error rate {100 * record['error_rate']:.2f}%")
         elif not args.no_eval:
-            for record in evaluate_run(run_dir, device=config.device, progress=not args.quiet):
-                print(f"test {record['ways']}-way {record['shots']}-shot: {100 * record['mean_accuracy']:.2f}% "
-                      f"+- {100 * record['ci95']:.2f}% ({record['episodes']} episodes)")
+            for record in evaluate_run(run_dir, device=config.device, progress=not args.quiet, distributed=group):
+                say(f"test {record['ways']}-way {record['shots']}-shot: {100 * record['mean_accuracy']:.2f}% "
+                    f"+- {100 * record['ci95']:.2f}% ({record['episodes']} episodes)")
     except USER_ERRORS as error:  # TrainingStopped, RunLockedError, CheckpointError, data and output errors
-        return report_error("run_maml.py", error, args.debug)
+        return report_error(prog, error, args.debug)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python run_maml.py --resume {run_dir}", file=sys.stderr)
+        if group.is_main:
+            print(f"\ninterrupted; continue with: python run_maml.py --resume {run_dir}", file=sys.stderr)
         return 130
+    finally:
+        distributed.stop(group)
     return 0
 
 

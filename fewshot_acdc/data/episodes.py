@@ -299,7 +299,12 @@ class EpisodeLoader:
 
     def __init__(self, dataset: "FewShotDataset", source: _IndexSource, *, episodes: int | None,
                  start: int, num_workers: int, augment: bool, seed: int, pin_memory: bool,
-                 prefetch_factor: int):
+                 prefetch_factor: int, indices: Sequence[int] | None = None):
+        if indices is not None:
+            # Explicit episode indices (a rank's share of every meta-batch): they replace
+            # start/episodes, and each episode is still the pure function of (seed, index).
+            episodes, start = len(indices), 0
+        self.indices = indices
         if episodes is not None and (not isinstance(episodes, (int, np.integer)) or episodes < 0):
             raise ValueError(f"episodes must be None or a non-negative integer, got {episodes!r}")
         if not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
@@ -318,6 +323,8 @@ class EpisodeLoader:
         self._dataloader: DataLoader | None = None
 
     def _indices(self) -> Iterator[int]:
+        if self.indices is not None:
+            return iter(self.indices)
         if self.episodes is None:
             return itertools.count(self.start)
         return iter(range(self.start, self.start + self.episodes))
@@ -372,6 +379,7 @@ def episode_loader(
     start: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int = 4,
+    indices: Sequence[int] | None = None,
 ) -> EpisodeLoader:
     """Episodes of ``dataset`` as :class:`Episode` tensors, episode ``start``, ``start + 1``, ...
 
@@ -383,6 +391,8 @@ def episode_loader(
             randomness is also a function of (seed, i).
         start: first episode index (resume training at iteration * meta_batch_size).
         pin_memory: pin tensors for fast ``episode.to("cuda", non_blocking=True)``.
+        indices: the episode indices to build, in this order, instead of ``start``/``episodes``
+            (a data-parallel rank builds only its share of each meta-batch).
 
     Raises :class:`ImpossibleEpisodeError` immediately (not at first iteration) if the split
     cannot supply such episodes.
@@ -390,4 +400,4 @@ def episode_loader(
     sampler = EpisodeSampler(dataset, ways, shots, queries, seed)
     return EpisodeLoader(dataset, sampler, episodes=episodes, start=start, num_workers=num_workers,
                          augment=dataset.augment if augment is None else augment, seed=sampler.seed,
-                         pin_memory=pin_memory, prefetch_factor=prefetch_factor)
+                         pin_memory=pin_memory, prefetch_factor=prefetch_factor, indices=indices)

@@ -374,6 +374,15 @@ class MAML:
         optimizer.step()
         return stats
 
+    def meta_gradient_norms(self) -> Tuple[Dict[str, float], float]:
+        """``(grad_norm_by_role, grad_norm)`` of the gradients now in ``.grad``, as
+        :meth:`meta_gradient` reports them (one host synchronisation). For a caller that changes
+        the gradients after :meth:`meta_gradient`, e.g. a data-parallel trainer whose all-reduce
+        turns each process's share of the meta-gradient into the whole one."""
+        names, norms = self._meta_gradient_norms_by_role(self._reference_parameter())
+        by_role = dict(zip(names, norms.cpu().tolist()))
+        return by_role, math.sqrt(sum(value * value for value in by_role.values()))
+
     def _meta_gradient_norms_by_role(self, reference: torch.Tensor) -> Tuple[List[str], torch.Tensor]:
         """Per-role norms of the meta-gradient, on the device (no sync)."""
         squares: Dict[str, List[torch.Tensor]] = {}

@@ -165,10 +165,14 @@ class MetricsLog:
     checkpoint is the record of what the file must hold up to its iteration: lines logged after
     it are dropped on resume (the resumed run logs them again, identically), and lines it covers
     that the file lost, tore or garbled are written back from it (:meth:`restore`).
+
+    ``writable=False`` keeps the lines and never touches the file: what the ranks other than 0
+    of a data-parallel run hold (rank 0 alone writes the run directory).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writable: bool = True) -> None:
         self.path = path
+        self.writable = writable
         self.lines: List[str] = []
         self.written = 0  # how many of self.lines the file holds
 
@@ -177,7 +181,7 @@ class MetricsLog:
 
     def flush(self) -> None:
         """Append the lines not yet in the file."""
-        if self.written == len(self.lines):
+        if self.written == len(self.lines) or not self.writable:
             return
         try:
             with open(self.path, "a", encoding="utf-8") as handle:
@@ -195,6 +199,9 @@ class MetricsLog:
     def reset(self) -> List[str]:
         """A run starting at iteration 0: whatever an earlier attempt logged goes. Returns notes."""
         notes = []
+        if not self.writable:
+            self.lines, self.written = [], 0
+            return notes
         if self.path.exists():
             if self.path.read_bytes().strip():
                 notes.append(f"{self.path}: discarded the lines of an earlier attempt that reached no checkpoint")
@@ -209,6 +216,10 @@ class MetricsLog:
         ``text`` is None for checkpoints from before they carried their lines: the file's lines up
         to ``iteration`` are kept then (and an unreadable one is an error naming it).
         """
+        if not self.writable and text is not None:
+            self.lines = text.splitlines()
+            self.written = len(self.lines)
+            return []
         on_disk = self.path.read_text(encoding="utf-8", errors="replace") if self.path.exists() else ""
         if text is None:
             kept = [record for record in parse_metrics(self.path, on_disk) if record.get("iteration", 0) <= iteration]
@@ -234,7 +245,8 @@ class MetricsLog:
         elif len(disk_lines) < len(self.lines):
             notes.append(f"{self.path}: restored {len(self.lines) - len(disk_lines)} line(s) up to iteration "
                          f"{iteration} from {source}")
-        atomic_write_text(self.path, text)
+        if self.writable:
+            atomic_write_text(self.path, text)
         return notes
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torch import nn
 from .builders import build_maml, build_model, resolve_device
 from .checkpoint import load_checkpoint
 from .directory import RunDirectory
+from .distributed import SINGLE_PROCESS, ProcessGroup
 
 
 def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: Optional[int] = 1) -> List[float]:
@@ -41,6 +42,21 @@ def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: O
             return accuracies
         accuracies += [accuracy for _, accuracy in
                        maml.evaluate_episodes([episode.to(device) for episode in stack], batch_size=size)]
+
+
+def score_episode_set(maml, episodes: Sequence, device: torch.device, batch_size: Optional[int],
+                      group: ProcessGroup = SINGLE_PROCESS,
+                      around: Callable[[Iterable], Iterable] = lambda items: items) -> List[float]:
+    """:func:`score_episodes` of a fixed, indexable episode set, split across the ranks of
+    ``group``: each rank scores its contiguous share and the accuracies are gathered in episode
+    order, so every rank returns the list one process would (episodes are scored independently
+    of each other). ``around(episodes)``: what this rank's episodes pass through (a progress
+    bar, fault points)."""
+    if not group.is_distributed:
+        return score_episodes(maml, around(episodes), device, batch_size)
+    share = group.share(len(episodes))
+    local = score_episodes(maml, around(episodes[index] for index in share), device, batch_size) if share else []
+    return group.gather_in_order(local)
 
 
 def widen_head(model: nn.Module, num_classes: int) -> None:
@@ -120,10 +136,13 @@ def evaluate_run(
     device: str = "auto",
     eval_batch: Optional[int] = None,
     progress: bool = False,
+    distributed: ProcessGroup = SINGLE_PROCESS,
 ) -> List[Dict[str, object]]:
     """Score ``checkpoint`` of ``run_dir`` on fixed ``split`` episodes; write one eval file per
     shot count and return their contents. ``eval_batch``: episodes adapted together (default:
-    the run's ``eval_batch``; see :func:`score_episodes`)."""
+    the run's ``eval_batch``; see :func:`score_episodes`). ``distributed``: under torchrun every
+    rank calls this, scores its share of the episodes (:func:`score_episode_set`) and rank 0
+    writes the files, equal to one process's."""
     if ways is not None and ways < 2:  # every query would carry the one label
         raise ValueError(f"--ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
     from .data import evaluation_episodes, open_split
@@ -136,26 +155,34 @@ def evaluate_run(
         overrides["data_root"] = data_root
     if eval_batch is not None:
         overrides["eval_batch"] = eval_batch
-    torch_device = resolve_device(device)
+    torch_device = distributed.device if distributed.device is not None else resolve_device(device)
     dataset = open_split(resume_config(run.root, overrides), split)
     config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
     ways = ways or config.ways
     maml = evaluation_maml(config, model, state, ways)
     results = []
     for shot_count in shots or (config.shots,):
-        episode_set = evaluation_episodes(config, dataset, ways, shot_count, episodes or config.test_episodes, split=split)
-        iterator = episode_set
-        if progress:
+        count = episodes or config.test_episodes
+        if not distributed.is_main:  # rank 0 draws and saves a missing episode set, the others read it
+            distributed.barrier()
+        episode_set = evaluation_episodes(config, dataset, ways, shot_count, count, split=split)
+        if distributed.is_main:
+            distributed.barrier()
+        around = lambda items: items  # noqa: E731
+        if progress and distributed.is_main:
             from tqdm import tqdm
-            iterator = tqdm(episode_set, desc=f"{split} {ways}-way {shot_count}-shot", dynamic_ncols=True)
-        accuracies = score_episodes(maml, iterator, torch_device, config.eval_batch)
+            total = len(distributed.share(len(episode_set)))
+            around = lambda items: tqdm(items, total=total, desc=f"{split} {ways}-way {shot_count}-shot",  # noqa: E731
+                                        dynamic_ncols=True)
+        accuracies = score_episode_set(maml, episode_set, torch_device, config.eval_batch, distributed, around)
         mean, ci95 = mean_and_ci95(accuracies)
         record = {"dataset": config.dataset, "seed": config.seed, "split": split, "ways": ways, "shots": shot_count,
                   "queries": config.queries_eval, "episodes": len(accuracies), "episode_set": episode_set.name,
                   "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
                   "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
                   "per_episode_accuracy": accuracies, **evaluation_context(config)}
-        run.write_json(run.eval_file(split, ways, shot_count), record)
+        if distributed.is_main:
+            run.write_json(run.eval_file(split, ways, shot_count), record)
         results.append(record)
     return results
 
@@ -185,6 +212,7 @@ def evaluate_omniglot_all_runs(
     five_way_episodes_per_run: int = 30,
     device: str = "auto",
     eval_batch: Optional[int] = None,
+    distributed: ProcessGroup = SINGLE_PROCESS,
 ) -> Dict[str, object]:
     """Score a run on Lake et al.'s 20-way within-alphabet one-shot benchmark (``all_runs``).
 
@@ -192,7 +220,8 @@ def evaluate_omniglot_all_runs(
     its 20 test images assigned the wrong class, averaged over the 20 runs) and
     ``eval/all-runs_5way_1shot.json`` (5-way 1-shot accuracy on 600 episodes drawn within the
     runs' alphabets). A model meta-trained for 5-way episodes gets a 20-way head by
-    :func:`widen_head` for the 20-way benchmark.
+    :func:`widen_head` for the 20-way benchmark. Under torchrun (``distributed``) the ranks
+    split the episodes and rank 0 writes the files.
     """
     from ..data import all_runs_episodes, load_omniglot_all_runs
     from .training import mean_and_ci95, resume_config
@@ -206,13 +235,13 @@ def evaluate_omniglot_all_runs(
     if config.dataset != "omniglot":
         raise ValueError(f"{run.root} was trained on {config.dataset!r}; the all_runs benchmark needs an Omniglot model")
     location = Path(all_runs) if all_runs else _find_all_runs(config.data_root)
-    torch_device = resolve_device(device)
+    torch_device = distributed.device if distributed.device is not None else resolve_device(device)
     runs = load_omniglot_all_runs(location, image_size=config.image_size)
 
     # 20-way benchmark.
     config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
-    accuracies = score_episodes(evaluation_maml(config, model, state, runs[0].support_labels.shape[0]), runs,
-                                torch_device, config.eval_batch)
+    accuracies = score_episode_set(evaluation_maml(config, model, state, runs[0].support_labels.shape[0]), runs,
+                                   torch_device, config.eval_batch, distributed)
     # Each run is one episode (20 supports, 20 queries), so its error is 1 - query accuracy:
     # the benchmark's per-run fraction of misclassified test images.
     per_run_error = [1.0 - accuracy for accuracy in accuracies]
@@ -220,18 +249,22 @@ def evaluate_omniglot_all_runs(
                  "error_rate": sum(per_run_error) / len(per_run_error), "per_run_error_rate": per_run_error,
                  "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
                  "checkpoint_iteration": state["iteration"], "seed": config.seed, **evaluation_context(config)}
-    run.write_json(run.eval_dir / "omniglot-all-runs.json", benchmark)
+    if distributed.is_main:
+        run.write_json(run.eval_dir / "omniglot-all-runs.json", benchmark)
 
     # 5-way 1-shot episodes drawn within the runs' alphabets.
     config, model, state = load_trained(run.root, checkpoint, torch_device, 1, overrides)
     episodes = all_runs_episodes(runs, ways=5, episodes_per_run=five_way_episodes_per_run, seed=0)
-    accuracies = score_episodes(evaluation_maml(config, model, state, 5), episodes, torch_device, config.eval_batch)
+    accuracies = score_episode_set(evaluation_maml(config, model, state, 5), list(episodes), torch_device,
+                                   config.eval_batch, distributed)
     mean, ci95 = mean_and_ci95(accuracies)
-    run.write_json(run.eval_file("all-runs", 5, 1), {
+    five_way = {
         "dataset": "omniglot", "seed": config.seed, "split": "all-runs", "ways": 5, "shots": 1, "queries": 1,
         "episodes": len(accuracies), "episode_set": f"omniglot-all-runs-5w1s1q-seed0-{len(accuracies)}",
         "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
         "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
-        "per_episode_accuracy": accuracies, **evaluation_context(config)})
+        "per_episode_accuracy": accuracies, **evaluation_context(config)}
+    if distributed.is_main:
+        run.write_json(run.eval_file("all-runs", 5, 1), five_way)
     benchmark["five_way_accuracy"], benchmark["five_way_ci95"] = mean, ci95
     return benchmark

@@ -13,6 +13,12 @@ interval it fell in. ``checkpoints/last.pt`` is the one commit point: what follo
 the metrics line) is redone from it on resume if an interruption came in between, and what came
 after it is dropped and recomputed, identically. A lock keeps a second process out of the
 directory; what a resume may change is in :mod:`.resume`. Guarantees: docs/run_directory.md.
+
+Under ``torchrun`` (a :class:`~.distributed.ProcessGroup` passed as ``distributed``) every rank
+trains on its share of each meta-batch and :func:`outer_step` all-reduces the meta-gradient
+before clipping and stepping, so all ranks hold the single-process state; validation episodes
+are split across the ranks and gathered in order; rank 0 alone takes the lock and writes the run
+directory. Guide: docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import math
 import resource
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Dict, Optional, Union
 
@@ -37,7 +44,8 @@ from .checkpoint import (checkpoint_iteration, copy_checkpoint, load_checkpoint,
                          save_checkpoint)
 from .data import evaluation_episodes, open_split, training_batches
 from .directory import MetricsLog, RunDirectory
-from .evaluation import score_episodes
+from .distributed import SINGLE_PROCESS, ProcessGroup
+from .evaluation import score_episode_set
 from .interrupts import DeferredInterrupt
 from .resume import apply_changes, describe, resume_changes
 
@@ -65,21 +73,26 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_step: Optional[Callable[[int], None]] = None,
+    distributed: ProcessGroup = SINGLE_PROCESS,
 ) -> Dict[str, object]:
     """Train ``config`` in ``run_dir`` (or resume it from ``checkpoints/last.pt``).
 
     ``on_step(iteration)`` is called after each completed meta-step (tests use it to interrupt;
     a ``KeyboardInterrupt`` from it saves the state, as a Ctrl-C does).
+    ``distributed``: this process's rank in a torchrun job (:func:`.distributed.start`); every
+    rank calls :func:`train` with the same arguments, and rank 0 alone writes ``run_dir``.
     Returns the summary written to ``summary.json``.
     Raises RunLockedError while another process trains in ``run_dir``.
     """
     run = RunDirectory(run_dir)
     arm_faults()
     try:
-        with run.lock(notify=_note), DeferredInterrupt() as interrupt:
-            for path in run.remove_temporaries():
-                _note(f"removed {path}, left by an interrupted write")
-            return _train(config, run, resume=resume, progress=progress, on_step=on_step, interrupt=interrupt)
+        with (run.lock(notify=_note) if distributed.is_main else nullcontext()), DeferredInterrupt() as interrupt:
+            if distributed.is_main:
+                for path in run.remove_temporaries():
+                    _note(f"removed {path}, left by an interrupted write")
+            return _train(config, run, resume=resume, progress=progress, on_step=on_step, interrupt=interrupt,
+                          group=distributed)
     finally:
         disarm_faults()
 
@@ -89,8 +102,11 @@ def _note(message: str) -> None:
 
 
 def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bool,
-           on_step: Optional[Callable[[int], None]], interrupt: DeferredInterrupt) -> Dict[str, object]:
-    device = resolve_device(config.device)
+           on_step: Optional[Callable[[int], None]], interrupt: DeferredInterrupt,
+           group: ProcessGroup) -> Dict[str, object]:
+    device = group.device if group.device is not None else resolve_device(config.device)
+    main = group.is_main
+    note = _note if main else (lambda message: None)  # one copy of each note, from rank 0
     start_iteration, best_val, best_iteration = 0, -math.inf, 0
     state: Optional[Dict[str, object]] = None
     if resume and run.checkpoint("last").exists():
@@ -98,7 +114,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     elif resume:
         # Stopped before its first checkpoint: nothing was committed, and a run is a function of
         # its config, so running it from iteration 0 is resuming it.
-        _note(f"{run.checkpoint('last')} does not exist yet: {run.root} starts again from iteration 0")
+        note(f"{run.checkpoint('last')} does not exist yet: {run.root} starts again from iteration 0")
     elif run.checkpoint("last").exists():
         raise FileExistsError(
             f"{run.root} already holds a run (checkpoints/last.pt); pass --resume to continue it or choose another --out"
@@ -108,19 +124,26 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         saved = state.get("config") or _saved_config(run)
         changes = list(state.get("config_changes", [])) + resume_changes(saved, config, state["iteration"])
         if len(changes) > len(state.get("config_changes", [])):
-            _note(f"resuming at iteration {state['iteration']} with "
+            note(f"resuming at iteration {state['iteration']} with "
                   f"{describe(changes[len(state.get('config_changes', [])):])}")
-    metrics_log = MetricsLog(run.metrics)
-    atomic_write(run.config, lambda temporary: save_config(config, temporary))
-    provenance.record(run.root, "resume" if state is not None else "start",
-                      iteration=state["iteration"] if state is not None else 0,
-                      **({"config_changes": changes} if changes else {}))
-    if run.summary.exists():  # a previous attempt's summary (e.g. failed) no longer describes the run
-        run.summary.unlink()
+    metrics_log = MetricsLog(run.metrics, writable=main)
+    if main:
+        atomic_write(run.config, lambda temporary: save_config(config, temporary))
+        provenance.record(run.root, "resume" if state is not None else "start",
+                          iteration=state["iteration"] if state is not None else 0, world_size=group.world_size,
+                          **({"config_changes": changes} if changes else {}))
+        if run.summary.exists():  # a previous attempt's summary (e.g. failed) no longer describes the run
+            run.summary.unlink()
 
+    # Rank 0 first: opening a split may fill the data cache and the episode set may be drawn and
+    # saved; the other ranks then read what it wrote instead of writing it too.
+    if not main:
+        group.barrier()
     train_split = open_split(config, "train")
     val_split = open_split(config, "val")
     validation = evaluation_episodes(config, val_split, config.ways, config.shots, config.val_episodes)
+    if main:
+        group.barrier()
 
     torch.manual_seed(config.seed)
     model = build_model(config, train_split.channels).to(device)
@@ -137,13 +160,17 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         start_iteration, best_val, best_iteration = state["iteration"], state["best_val_accuracy"], state["best_iteration"]
         apply_changes(changes, optimizer)
         for message in metrics_log.restore(state.get("metrics"), start_iteration, run.checkpoint("last")):
-            _note(message)
-        if best_iteration == start_iteration and checkpoint_iteration(run.checkpoint("best")) != start_iteration:
+            note(message)
+        if main and best_iteration == start_iteration and \
+                checkpoint_iteration(run.checkpoint("best")) != start_iteration:
             # Stopped between committing last.pt and copying it to best.pt: finish the copy.
             copy_checkpoint(run.checkpoint("last"), run.checkpoint("best"))
     else:
         for message in metrics_log.reset():
-            _note(message)
+            note(message)
+    if group.is_distributed:  # every rank must hold the same state: the same checkpoint, the same initialisation
+        group.check_same([start_iteration, float(sum(p.detach().double().sum() for p in maml.meta_parameters()))],
+                         "model state")
 
     def checkpoint_state(iteration: int) -> Dict[str, object]:
         return {"model": model.state_dict(), "step_sizes": maml.step_sizes.state_dict(),
@@ -159,7 +186,11 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
                 "config": config.to_dict(), "config_changes": changes}
 
     def commit(iteration: int) -> None:
-        """last.pt is the commit; best.pt (a copy of it) and the metrics file derive from it."""
+        """last.pt is the commit; best.pt (a copy of it) and the metrics file derive from it.
+        Rank 0's alone (the ranks hold the same state); no collective, so it may run when
+        another rank has stopped."""
+        if not main:
+            return
         save_checkpoint(run.checkpoint("last"), checkpoint_state(iteration))
         fault_point("committed")
         if best_iteration == iteration:
@@ -167,7 +198,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         metrics_log.flush()
 
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
         bar = tqdm(total=config.iterations, initial=start_iteration, desc="meta-train", dynamic_ncols=True)
     interval_loss, interval_accuracy, interval_steps, interval_seconds = 0.0, 0.0, 0, 0.0
@@ -187,9 +218,11 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     consistent: Optional[int] = None  # set where the state is exactly that after a meta-step
     interrupt.active = True
     try:
-        for iteration, episodes in training_batches(config, train_split, start_iteration, device):
+        share = group.share(config.meta_batch)
+        for iteration, episodes in training_batches(config, train_split, start_iteration, device, share):
             try:
-                stats = outer_step(maml, episodes, optimizer, scheduler, config.grad_clip, iteration)
+                stats = outer_step(maml, episodes, optimizer, scheduler, config.grad_clip, iteration,
+                                   distributed=group, meta_batch=config.meta_batch)
             except NonFiniteLossError as error:
                 raise TrainingStopped(_stop_message(run, iteration, str(error), last_saved)) from error
             if not math.isfinite(stats["meta_loss"]) or stats["meta_loss"] > EXPLODING_META_LOSS:
@@ -211,7 +244,8 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
                           "meta_lr": optimizer.param_groups[0]["lr"], **diagnostics.mean()}
                 diagnostics = DiagnosticsInterval()
                 if validate:
-                    accuracies = score_episodes(maml, fault_points(validation, "validation"), device, config.eval_batch)
+                    accuracies = score_episode_set(maml, validation, device, config.eval_batch, group,
+                                                   around=lambda share: fault_points(share, "validation"))
                     mean, ci95 = mean_and_ci95(accuracies)
                     record.update(val_accuracy=mean, val_ci95=ci95, val_episodes=len(accuracies))
                     last_val = mean
@@ -248,7 +282,9 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
             commit(consistent)
         raise
     except TrainingStopped as error:
-        run.write_json(run.summary, {"status": "failed", "error": str(error), "iteration": iteration})
+        if main:
+            run.write_json(run.summary, {"status": "failed", "error": str(error), "iteration": iteration,
+                                         "world_size": group.world_size})
         raise
     finally:
         interrupt.active = False
@@ -271,18 +307,33 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         "peak_memory_mb": max((r["peak_memory_mb"] for r in metrics), default=None),
         "best_val_accuracy": best_val, "best_iteration": best_iteration, "device": device.type,
         "config_changes": changes,
+        # Processes that trained it (this start; provenance.jsonl has each start's): the tasks of a
+        # meta-batch were split across them, the update is the same.
+        "world_size": group.world_size,
     }
-    run.write_json(run.summary, summary)
+    if main:
+        run.write_json(run.summary, summary)
+    # No rank returns before rank 0 has written everything: what comes next (the test evaluation,
+    # a resume) reads the checkpoints on every rank.
+    group.barrier()
     return summary
 
 
 def outer_step(maml, episodes, optimizer: torch.optim.Optimizer, scheduler, grad_clip: Optional[float],
-               iteration: int) -> Dict[str, object]:
-    """One meta-step: the meta-gradient from the algorithm, then what the trainer owns: clipping,
-    the optimizer step and the learning-rate schedule (a non-finite meta-gradient raises before
-    any of them, with the gradients cleared)."""
+               iteration: int, distributed: ProcessGroup = SINGLE_PROCESS,
+               meta_batch: Optional[int] = None) -> Dict[str, object]:
+    """One meta-step: the meta-gradient from the algorithm, then what the trainer owns: the
+    all-reduce of a data-parallel run (``episodes`` is then this rank's share of a meta-batch of
+    ``meta_batch`` tasks), clipping, the optimizer step and the learning-rate schedule (a
+    non-finite meta-gradient raises before any of them, with the gradients cleared, on every
+    rank alike)."""
     optimizer.zero_grad(set_to_none=True)
-    stats = maml.meta_gradient(episodes, iteration)
+    if distributed.is_distributed:
+        if meta_batch is None:
+            raise ValueError("a data-parallel outer_step needs meta_batch: episodes are only this rank's share")
+        stats = distributed.reduce_meta_gradient(maml, episodes, iteration, meta_batch)
+    else:
+        stats = maml.meta_gradient(episodes, iteration)
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(maml.meta_parameters(), grad_clip)
     optimizer.step()
