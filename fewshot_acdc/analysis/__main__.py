@@ -23,7 +23,8 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, many_runs: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        # help is %-formatted by argparse, a description is not
+        sub = commands.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         sub.add_argument("--run", required=True, action="append" if many_runs else "store", metavar="RUN",
                          help="run directory" + (" (repeat for several runs in one figure)" if many_runs else ""))
         sub.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
@@ -52,7 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
     cam.add_argument("--steps", type=int, default=None, help="inner steps (default: each run's inner_steps_eval)")
     cam.add_argument("--layers", nargs="+", default=None, help="layers to map (default: every spatial conv)")
 
-    adaptation = command("adaptation", "query accuracy and loss after each inner step, mean and 95%% CI",
+    adaptation = command("adaptation", "query accuracy and loss after each inner step, mean and 95% CI",
                          many_runs=True)
     adaptation.add_argument("--steps", type=int, default=None,
                             help="largest inner step (default: twice the largest inner_steps_eval)")

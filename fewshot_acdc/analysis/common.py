@@ -82,7 +82,7 @@ def open_run(run_dir: PathLike, *, checkpoint: str = "best", split: str = "test"
     from ..runs.data import open_split
     from ..runs.directory import RunDirectory
     from ..runs.evaluation import evaluation_maml, load_trained
-    from ..runs.training import resume_config
+    from ..runs.directory import resume_config
 
     run = RunDirectory(run_dir)
     if not run.root.is_dir():

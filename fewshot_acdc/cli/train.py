@@ -128,7 +128,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
-    from ..runs.training import resume_config, train
+    from ..runs.directory import resume_config
+    from ..runs.training import train
     from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
     try:
         if args.resume:

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..runs.record import SUMMARY_COSTS, SUMMARY_IDENTITY, BenchmarkRecord, EvaluationRecord, RecordError
 from ..vocabulary import ACDC_SHARINGS, CONV_KIND_TABLE, conv_for_acdc
 from .stats import mean_ci95
 
@@ -48,25 +49,12 @@ STATUS_CORRUPT = "corrupt"
 STATUS_UNIDENTIFIED = "unidentified"
 STATUS_MISSING = "missing"
 
-#: Identity fields read from summary.json first and config.yaml second.
-IDENTITY_FIELDS = (
-    "dataset",
-    "backbone",
-    "conv",
-    "atoms",
-    "group_size",
-    "adapt",
-    "first_order",
-    "ways",
-    "shots",
-)
+#: Identity fields read from summary.json first and config.yaml second (the summary's fields,
+#: :data:`fewshot_acdc.runs.record.SUMMARY_IDENTITY`).
+IDENTITY_FIELDS = SUMMARY_IDENTITY
 REQUIRED_IDENTITY = ("backbone", "conv", "adapt")
-SUMMARY_NUMBERS = (
-    "total_parameters",
-    "adapted_parameters",
-    "seconds_per_meta_step",
-    "peak_memory_mb",
-)
+#: What a run cost, read from summary.json (:data:`fewshot_acdc.runs.record.SUMMARY_COSTS`).
+SUMMARY_NUMBERS = SUMMARY_COSTS
 
 
 def is_acdc_conv(conv: str | None) -> bool:
@@ -613,25 +601,19 @@ def _read_eval(
     if err:
         rec.problems.append(f"{rel}: corrupt: {err}")
         return None
+    try:
+        record = EvaluationRecord.from_json(data, rel)
+    except RecordError as error:
+        rec.problems.append(f"{rel}: {error.detail}; ignored")
+        return None
     for key, expected in (("split", split), ("ways", ways), ("shots", shots)):
-        stored = data.get(key)
-        if stored is None:
-            continue
-        stored_norm = str(stored) if key == "split" else _as_int(stored)
-        if stored_norm != expected:
+        stored = getattr(record, key)
+        if stored is not None and stored != expected:
             rec.problems.append(
                 f"{rel}: file name says {key}={expected!r} but the file says {stored!r}; ignored"
             )
             return None
-    raw = data.get("per_episode_accuracy")
-    if raw is None:
-        rec.problems.append(f"{rel}: no per_episode_accuracy, so no CI can be computed; ignored")
-        return None
-    reason = _invalid_accuracies(raw)
-    if reason:
-        rec.problems.append(f"{rel}: per_episode_accuracy {reason}; ignored")
-        return None
-    acc = np.asarray(raw, dtype=float)
+    acc = np.asarray(record.per_episode_accuracy, dtype=float)
     mean, ci, n = mean_ci95(acc)
     result = EvalResult(
         file=rel,
@@ -642,14 +624,14 @@ def _read_eval(
         mean=mean,
         ci95=ci,
         episodes=n,
-        episode_set=(str(data["episode_set"]) if data.get("episode_set") not in (None, "") else None),
-        dataset=_norm_identity_value("dataset", data.get("dataset")),
-        queries=_as_int(data.get("queries")),
-        inner_steps_eval=_as_int(data.get("inner_steps_eval")),
-        checkpoint=(str(data["checkpoint"]) if data.get("checkpoint") is not None else None),
-        stored_mean=_as_number(data.get("mean_accuracy")),
-        stored_ci95=_as_number(data.get("ci95")),
-        stored_episodes=_as_int(data.get("episodes")),
+        episode_set=record.episode_set or None,
+        dataset=_norm_identity_value("dataset", record.dataset),
+        queries=record.queries,
+        inner_steps_eval=record.inner_steps_eval,
+        checkpoint=record.checkpoint,
+        stored_mean=_as_number(record.mean_accuracy),
+        stored_ci95=_as_number(record.ci95),
+        stored_episodes=record.episodes,
     )
     if result.stored_episodes is not None and result.stored_episodes != n:
         result.warnings.append(
@@ -681,45 +663,27 @@ def _read_eval(
     return result
 
 
-def _invalid_accuracies(raw: Any) -> str | None:
-    if not isinstance(raw, list):
-        return f"is not a list ({type(raw).__name__})"
-    if not raw:
-        return "is empty"
-    for i, x in enumerate(raw):
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            return f"[{i}] = {x!r} is not a number"
-        if not math.isfinite(x) or x < 0 or x > 1:
-            return f"[{i}] = {x!r} is outside [0, 1]"
-    return None
-
-
 def _read_omniglot(path: Path, rel: str, rec: RunRecord) -> OmniglotResult | None:
     data, err = _read_json_mapping(path)
     if err:
         rec.problems.append(f"{rel}: corrupt: {err}")
         return None
-    stored = _as_number(data.get("error_rate"))
-    per_run = data.get("per_run_error_rate")
-    per_run_list = None
-    if per_run is not None:
-        reason = _invalid_accuracies(per_run)
-        if reason:
-            rec.warnings.append(f"{rel}: per_run_error_rate {reason}; using error_rate")
-        else:
-            per_run_list = [float(x) for x in per_run]
-    if per_run_list is None and stored is None:
-        rec.problems.append(f"{rel}: neither per_run_error_rate nor error_rate; ignored")
+    try:
+        record = BenchmarkRecord.from_json(data, rel)
+    except RecordError as error:
+        rec.problems.append(f"{rel}: {error.detail}; ignored")
         return None
+    stored = _as_number(record.error_rate)
+    per_run_list = None if record.per_run_error_rate is None else [float(x) for x in record.per_run_error_rate]
     value = float(np.mean(per_run_list)) if per_run_list else float(stored)
     result = OmniglotResult(
         file=rel,
         error_rate=value,
-        runs=_as_int(data.get("runs")),
+        runs=record.runs,
         per_run_error_rate=per_run_list,
         stored_error_rate=stored,
-        inner_steps_eval=_as_int(data.get("inner_steps_eval")),
-        checkpoint=(str(data["checkpoint"]) if data.get("checkpoint") is not None else None),
+        inner_steps_eval=record.inner_steps_eval,
+        checkpoint=record.checkpoint,
     )
     if per_run_list and stored is not None and abs(stored - value) > STORED_TOLERANCE:
         result.warnings.append(

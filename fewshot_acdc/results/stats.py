@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-Z95 = 1.96
+# The one 95% CI of the package (torch-free, in the run record that training and evaluation write).
+from ..runs.record import Z95, mean_ci95  # noqa: F401  (re-exported)
 
 #: Decimals to which paired differences are rounded before the signed-rank test. Per-episode
 #: accuracies are multiples of 1 / (ways * queries) (at least 0.001 apart for any realistic
@@ -44,17 +45,6 @@ def as_accuracy_array(values: Sequence[float]) -> np.ndarray:
     if np.any(a < 0.0) or np.any(a > 1.0):
         raise ValueError("accuracies must lie in [0, 1]")
     return a
-
-
-def mean_ci95(values: Sequence[float]) -> tuple[float, float, int]:
-    """``(mean, ci95, n)`` with ``ci95 = 1.96 * std(values, ddof=0) / sqrt(n)``."""
-    a = np.asarray(values, dtype=float)
-    n = int(a.size)
-    if n == 0:
-        raise ValueError("mean_ci95 needs at least one value")
-    mean = float(np.mean(a))
-    ci = float(Z95 * np.std(a, ddof=0) / math.sqrt(n))
-    return mean, ci, n
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from ..config import TrainConfig, load_config
 from ..nn.basis import BasisConversionReport, convert_to_basisconv
 from .builders import build_maml, build_model
 from .checkpoint import load_checkpoint, save_checkpoint
-from .directory import RunDirectory
+from .directory import RunDirectory, resume_config
+from .record import mean_ci95
 
 
 def checkpoint_in_channels(model_state: Dict[str, torch.Tensor]) -> int:
@@ -53,7 +54,6 @@ def convert_run(
     ``evaluate_episodes``: also score the original and the converted model (no fine-tuning) on
     that many of the run's fixed test episodes (needs the run's dataset).
     """
-    from .training import mean_and_ci95, resume_config
     run = RunDirectory(run_dir)
     if not run.config.is_file():
         raise FileNotFoundError(f"{run.root}: no config.yaml there, so it is not a run directory")
@@ -80,7 +80,7 @@ def convert_run(
         for label, candidate in (("original", model), ("converted", converted)):
             maml = build_maml(config, candidate.to(torch_device))
             accuracies = [maml.evaluate_episode(episode.to(torch_device))[1] for episode in episodes]
-            mean, ci95 = mean_and_ci95(accuracies)
+            mean, ci95, _ = mean_ci95(accuracies)
             scores[label] = {"mean_accuracy": mean, "ci95": ci95, "episodes": len(accuracies)}
         result["evaluation"] = {"episode_set": episodes.name, "ways": config.ways, "shots": config.shots,
                                 "note": "no fine-tuning after conversion", **scores}

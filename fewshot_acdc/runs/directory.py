@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
+from ..config import TrainConfig, load_config
 from ..utils import PathError, WriteError, atomic_write_text
 
 try:
@@ -284,3 +285,9 @@ def _describe_holder(holder: Optional[Dict[str, Any]]) -> str:
     since = f", started {holder['started']}" if holder.get("started") else ""
     command = f": {holder['command']}" if holder.get("command") else ""
     return f"process {holder.get('pid', '?')}{where}{since}{command}"
+
+
+def resume_config(run_dir: Union[str, Path], overrides: Optional[Dict[str, object]] = None) -> TrainConfig:
+    """The config a resumed (or evaluated) run continues with: its saved config.yaml plus
+    explicit overrides (e.g. more ``iterations``)."""
+    return load_config(RunDirectory(run_dir).config, overrides)

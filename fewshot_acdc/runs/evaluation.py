@@ -15,8 +15,9 @@ from torch import nn
 
 from .builders import build_maml, build_model, resolve_device
 from .checkpoint import load_checkpoint
-from .directory import RunDirectory
+from .directory import RunDirectory, resume_config
 from .distributed import SINGLE_PROCESS, ProcessGroup
+from .record import BenchmarkRecord, EvaluationContext, EvaluationRecord
 
 
 def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: Optional[int] = 1) -> List[float]:
@@ -102,19 +103,18 @@ BATCHNORM = {
 }
 
 
-def evaluation_context(config) -> Dict[str, object]:
+def evaluation_context(config) -> EvaluationContext:
     """What an evaluation's number depends on besides the episodes: BatchNorm, the inner loop's
     step sizes, and the code and machine that computed it."""
     from . import provenance
-    return {"batchnorm": BATCHNORM[config.batchnorm], "adapt": config.adapt, "inner_lr": config.inner_lr,
-            "learn_inner_lr": config.learn_inner_lr, "created": provenance.created_now(),
-            "source": provenance.source_revision(), "machine": provenance.machine()}
+    return EvaluationContext(batchnorm=BATCHNORM[config.batchnorm], adapt=config.adapt, inner_lr=config.inner_lr,
+                             learn_inner_lr=config.learn_inner_lr, created=provenance.created_now(),
+                             source=provenance.source_revision(), machine=provenance.machine())
 
 
 def load_trained(run_dir: Union[str, Path], checkpoint: str, device: torch.device, in_channels: int,
                  overrides: Optional[Dict[str, object]] = None):
     """Config, model with the checkpoint's weights, and a MAML engine for evaluation."""
-    from .training import resume_config
     run = RunDirectory(run_dir)
     config = resume_config(run.root, overrides)
     state = load_checkpoint(run.checkpoint(checkpoint), map_location=device)
@@ -146,7 +146,6 @@ def evaluate_run(
     if ways is not None and ways < 2:  # every query would carry the one label
         raise ValueError(f"--ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
     from .data import evaluation_episodes, open_split
-    from .training import mean_and_ci95, resume_config
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
@@ -175,12 +174,11 @@ def evaluate_run(
             around = lambda items: tqdm(items, total=total, desc=f"{split} {ways}-way {shot_count}-shot",  # noqa: E731
                                         dynamic_ncols=True)
         accuracies = score_episode_set(maml, episode_set, torch_device, config.eval_batch, distributed, around)
-        mean, ci95 = mean_and_ci95(accuracies)
-        record = {"dataset": config.dataset, "seed": config.seed, "split": split, "ways": ways, "shots": shot_count,
-                  "queries": config.queries_eval, "episodes": len(accuracies), "episode_set": episode_set.name,
-                  "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
-                  "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
-                  "per_episode_accuracy": accuracies, **evaluation_context(config)}
+        record = EvaluationRecord.from_accuracies(
+            accuracies, dataset=config.dataset, seed=config.seed, split=split, ways=ways, shots=shot_count,
+            queries=config.queries_eval, episode_set=episode_set.name, inner_steps_eval=config.inner_steps_eval,
+            checkpoint=checkpoint, checkpoint_iteration=state["iteration"],
+            context=evaluation_context(config)).to_json()
         if distributed.is_main:
             run.write_json(run.eval_file(split, ways, shot_count), record)
         results.append(record)
@@ -224,7 +222,6 @@ def evaluate_omniglot_all_runs(
     split the episodes and rank 0 writes the files.
     """
     from ..data import all_runs_episodes, load_omniglot_all_runs
-    from .training import mean_and_ci95, resume_config
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
@@ -245,10 +242,9 @@ def evaluate_omniglot_all_runs(
     # Each run is one episode (20 supports, 20 queries), so its error is 1 - query accuracy:
     # the benchmark's per-run fraction of misclassified test images.
     per_run_error = [1.0 - accuracy for accuracy in accuracies]
-    benchmark = {"benchmark": "omniglot-all-runs", "runs": len(runs),
-                 "error_rate": sum(per_run_error) / len(per_run_error), "per_run_error_rate": per_run_error,
-                 "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
-                 "checkpoint_iteration": state["iteration"], "seed": config.seed, **evaluation_context(config)}
+    benchmark = BenchmarkRecord.from_errors(
+        per_run_error, inner_steps_eval=config.inner_steps_eval, checkpoint=checkpoint,
+        checkpoint_iteration=state["iteration"], seed=config.seed, context=evaluation_context(config)).to_json()
     if distributed.is_main:
         run.write_json(run.eval_dir / "omniglot-all-runs.json", benchmark)
 
@@ -257,14 +253,11 @@ def evaluate_omniglot_all_runs(
     episodes = all_runs_episodes(runs, ways=5, episodes_per_run=five_way_episodes_per_run, seed=0)
     accuracies = score_episode_set(evaluation_maml(config, model, state, 5), list(episodes), torch_device,
                                    config.eval_batch, distributed)
-    mean, ci95 = mean_and_ci95(accuracies)
-    five_way = {
-        "dataset": "omniglot", "seed": config.seed, "split": "all-runs", "ways": 5, "shots": 1, "queries": 1,
-        "episodes": len(accuracies), "episode_set": f"omniglot-all-runs-5w1s1q-seed0-{len(accuracies)}",
-        "inner_steps_eval": config.inner_steps_eval, "checkpoint": checkpoint,
-        "checkpoint_iteration": state["iteration"], "mean_accuracy": mean, "ci95": ci95,
-        "per_episode_accuracy": accuracies, **evaluation_context(config)}
+    five_way = EvaluationRecord.from_accuracies(
+        accuracies, dataset="omniglot", seed=config.seed, split="all-runs", ways=5, shots=1, queries=1,
+        episode_set=f"omniglot-all-runs-5w1s1q-seed0-{len(accuracies)}", inner_steps_eval=config.inner_steps_eval,
+        checkpoint=checkpoint, checkpoint_iteration=state["iteration"], context=evaluation_context(config))
     if distributed.is_main:
-        run.write_json(run.eval_file("all-runs", 5, 1), five_way)
-    benchmark["five_way_accuracy"], benchmark["five_way_ci95"] = mean, ci95
+        run.write_json(run.eval_file("all-runs", 5, 1), five_way.to_json())
+    benchmark["five_way_accuracy"], benchmark["five_way_ci95"] = five_way.mean_accuracy, five_way.ci95
     return benchmark

@@ -43,10 +43,11 @@ from .builders import build_maml, build_model, build_optimizer, build_scheduler,
 from .checkpoint import (checkpoint_iteration, copy_checkpoint, load_checkpoint, restore_rng_state, rng_state,
                          save_checkpoint)
 from .data import evaluation_episodes, open_split, training_batches
-from .directory import MetricsLog, RunDirectory
+from .directory import MetricsLog, RunDirectory, resume_config  # noqa: F401  (resume_config: re-exported)
 from .distributed import SINGLE_PROCESS, ProcessGroup
 from .evaluation import score_episode_set
 from .interrupts import DeferredInterrupt
+from .record import TrainingFailure, TrainingSummary, mean_ci95
 from .resume import apply_changes, describe, resume_changes
 
 # Cross-entropy starts near ln(ways) (1.6 for 5-way); a meta-loss above this means logits of
@@ -246,7 +247,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
                 if validate:
                     accuracies = score_episode_set(maml, validation, device, config.eval_batch, group,
                                                    around=lambda share: fault_points(share, "validation"))
-                    mean, ci95 = mean_and_ci95(accuracies)
+                    mean, ci95, _ = mean_ci95(accuracies)
                     record.update(val_accuracy=mean, val_ci95=ci95, val_episodes=len(accuracies))
                     last_val = mean
                     if mean > best_val:
@@ -283,8 +284,8 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         raise
     except TrainingStopped as error:
         if main:
-            run.write_json(run.summary, {"status": "failed", "error": str(error), "iteration": iteration,
-                                         "world_size": group.world_size})
+            run.write_json(run.summary, TrainingFailure(error=str(error), iteration=iteration,
+                                                        world_size=group.world_size).to_json())
         raise
     finally:
         interrupt.active = False
@@ -293,24 +294,23 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
 
     metrics = metrics_log.records()
     steps_timed = [r for r in metrics if "seconds_per_step" in r]
-    summary = {
-        "status": "finished",
-        "backbone": config.backbone, "conv": config.conv, "atoms": config.atoms,
-        "group_size": config.group_size, "adapt": config.adapt, "first_order": config.first_order,
-        "dataset": config.dataset, "ways": config.ways, "shots": config.shots, "image_size": config.image_size,
-        "iterations": config.iterations, "seed": config.seed,
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "adapted_parameters": maml.adapted_parameter_count,
+    summary = TrainingSummary(
+        backbone=config.backbone, conv=config.conv, atoms=config.atoms,
+        group_size=config.group_size, adapt=config.adapt, first_order=config.first_order,
+        dataset=config.dataset, ways=config.ways, shots=config.shots, image_size=config.image_size,
+        iterations=config.iterations, seed=config.seed,
+        total_parameters=sum(p.numel() for p in model.parameters()),
+        adapted_parameters=maml.adapted_parameter_count,
         # Meta-training time only (validation excluded), over every step of the run.
-        "seconds_per_meta_step": (sum(r["seconds_interval"] for r in steps_timed) / steps_timed[-1]["iteration"]
-                                  if steps_timed else None),
-        "peak_memory_mb": max((r["peak_memory_mb"] for r in metrics), default=None),
-        "best_val_accuracy": best_val, "best_iteration": best_iteration, "device": device.type,
-        "config_changes": changes,
+        seconds_per_meta_step=(sum(r["seconds_interval"] for r in steps_timed) / steps_timed[-1]["iteration"]
+                               if steps_timed else None),
+        peak_memory_mb=max((r["peak_memory_mb"] for r in metrics), default=None),
+        best_val_accuracy=best_val, best_iteration=best_iteration, device=device.type,
+        config_changes=tuple(changes),
         # Processes that trained it (this start; provenance.jsonl has each start's): the tasks of a
         # meta-batch were split across them, the update is the same.
-        "world_size": group.world_size,
-    }
+        world_size=group.world_size,
+    ).to_json()
     if main:
         run.write_json(run.summary, summary)
     # No rank returns before rank 0 has written everything: what comes next (the test evaluation,
@@ -392,16 +392,3 @@ def _saved_config(run: RunDirectory) -> Dict[str, object]:
     except ConfigError:
         return {}
 
-
-def mean_and_ci95(accuracies) -> tuple:
-    """Mean and 95% confidence half-width ``1.96 * std / sqrt(n)`` (population std, as in
-    "A Closer Look at Few-shot Classification")."""
-    values = torch.as_tensor(list(accuracies), dtype=torch.float64)
-    n = values.numel()
-    return float(values.mean()), float(1.96 * values.std(unbiased=False) / math.sqrt(n))
-
-
-def resume_config(run_dir: Union[str, Path], overrides: Optional[Dict[str, object]] = None) -> TrainConfig:
-    """The config a resumed run continues with: its saved config.yaml plus explicit overrides
-    (e.g. more ``iterations``)."""
-    return load_config(RunDirectory(run_dir).config, overrides)

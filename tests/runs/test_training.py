@@ -6,7 +6,8 @@ import torch
 
 from fewshot_acdc.runs.checkpoint import CheckpointError, load_checkpoint
 from fewshot_acdc.runs.evaluation import evaluate_run
-from fewshot_acdc.runs.training import TrainingStopped, mean_and_ci95, train
+from fewshot_acdc.runs.record import mean_ci95
+from fewshot_acdc.runs.training import TrainingStopped, train
 
 
 class Interrupt(Exception):
@@ -118,7 +119,7 @@ def test_evaluation_writes_per_episode_accuracies_on_a_fixed_episode_set(tiny_co
     assert record["episodes"] == 5 == len(record["per_episode_accuracy"])
     assert record["episode_set"] == first[0]["episode_set"] == again[0]["episode_set"]
     assert record["per_episode_accuracy"] == first[0]["per_episode_accuracy"]  # same episodes, same model
-    mean, ci95 = mean_and_ci95(record["per_episode_accuracy"])
+    mean, ci95, _ = mean_ci95(record["per_episode_accuracy"])
     assert record["mean_accuracy"] == pytest.approx(mean) and record["ci95"] == pytest.approx(ci95)
     assert (run / "eval" / "test_3way_2shot.json").is_file()
     # what the number depends on besides the episodes (issues 15 and 17)
@@ -153,7 +154,7 @@ def test_learned_step_sizes_are_checkpointed_resumed_and_used_by_evaluation(tiny
     assert record["learn_inner_lr"] == "meta-sgd"
 
 
-def test_mean_and_ci95_by_hand():
-    mean, ci95 = mean_and_ci95([0.2, 0.4, 0.6, 0.8])
+def test_mean_ci95_by_hand():
+    mean, ci95, _ = mean_ci95([0.2, 0.4, 0.6, 0.8])
     assert mean == pytest.approx(0.5)
     assert ci95 == pytest.approx(1.96 * (0.05 ** 0.5) / 2)
