@@ -141,8 +141,13 @@ def output_directory(out: PathLike) -> Path:
     return out
 
 
-def write_json(path: PathLike, record: object) -> Path:
+def write_json(path: PathLike, record: Dict[str, object]) -> Path:
+    """The analysis' numbers, with when, by which code and on which machine they were computed
+    (as every recorded run and benchmark here)."""
+    from ..runs import provenance
     path = Path(path)
+    record = {**record, "created": provenance.created_now(), "source": provenance.source_revision(),
+              "machine": provenance.machine()}
     path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
 

@@ -57,6 +57,7 @@ def test_several_runs_go_into_one_figure_with_their_numbers(acdc_run, standard_r
     assert [entry["conv"] for entry in record["runs"]] == ["acdc-net", "standard"]
     assert record["runs"][0]["episode_set"] == record["runs"][1]["episode_set"]
     assert np.array(record["runs"][1]["per_episode_accuracy"]).shape == (2, 4)
+    assert {"created", "source", "machine"} <= set(record), "an analysis names the code and machine behind it"
 
 
 def test_curves_of_different_episode_sets_are_refused():
