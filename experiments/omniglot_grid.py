@@ -84,12 +84,25 @@ def grid_cells(backbones=SIZED_BACKBONES, convs=CONVS, adapts=ADAPTS, shots=SHOT
     )
 
 
-def all_runs_cells(name: str):
-    """``name`` (a grid cell) trained on each minimal background set alone, scored on all_runs."""
+# all_runs is 20-way: a cell can also be meta-trained 20-way for it (as MAML trains N-way for N-way
+# tests) instead of widening its 5-way head. A 20-way task has 4x the images of a 5-way one, so
+# these cells take 500 meta-steps of 4 tasks (CPU budget).
+TWENTY_WAY_SETTINGS = {"ways": 20, "iterations": 500, "meta_batch": 4}
+
+
+def all_runs_cells(name: str, ways: int = 5):
+    """``name`` (a grid cell) trained on each minimal background set alone, scored on all_runs;
+    ``ways=20``: meta-trained 20-way (``TWENTY_WAY_SETTINGS``), named ``...-20w1s-...``."""
     (cell,) = [c for c in grid_cells() if c.name == name] or [None]
     if cell is None:
         raise SystemExit(f"--all-runs {name}: not a grid cell; cells: {', '.join(c.name for c in grid_cells())}")
-    return [Cell(f"{name}-{background}", {**cell.overrides, "omniglot_background": background},
+    if ways not in (5, 20):
+        raise SystemExit(f"--all-runs-ways {ways}: 5 (the cell as it is) or 20 (trained 20-way for the benchmark)")
+    overrides, base = dict(cell.overrides), name
+    if ways == 20:
+        overrides.update(TWENTY_WAY_SETTINGS)
+        base = name.replace("-5w", "-20w")
+    return [Cell(f"{base}-{background}", {**overrides, "omniglot_background": background},
                  eval_shots=(), benchmarks=("omniglot-all-runs",)) for background in MINIMAL_BACKGROUNDS]
 
 
@@ -104,6 +117,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS))
     parser.add_argument("--all-runs", metavar="CELL",
                         help="instead of the grid: train CELL on small1 and on small2 alone, score all_runs")
+    parser.add_argument("--all-runs-ways", type=int, default=5, choices=(5, 20),
+                        help="with --all-runs: 5 (the cell as it is, its head widened for the 20-way benchmark) "
+                             "or 20 (meta-trained 20-way)")
     parser.add_argument("--data-root", help="folder holding omniglot/ (default: $FEWSHOT_DATA, else ./data)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
@@ -111,7 +127,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
-    cells = all_runs_cells(args.all_runs) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
+    cells = all_runs_cells(args.all_runs, args.all_runs_ways) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
                                                                            args.shots)
     run_grid(cells, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run)
     if not (args.dry_run or args.no_report):
