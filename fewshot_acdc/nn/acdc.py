@@ -32,46 +32,23 @@ import math
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-IntPair = Union[int, Tuple[int, int]]
+from .decomposed import (DecomposedConv2d, IntPair, register_owned_or_shared, set_compute_path,
+                         set_conv_geometry)
+# The tensor functions live in nn.ops; re-exported here, where tests, benchmarks and the other
+# layers have long imported them from.
+from .ops import (COMPUTE_PATHS, coefficient_product, compose_kernel, composed_conv2d, custom_autograd_applies,
+                  explicit_padding, factored_conv2d, factored_is_smaller, gradients_to_compute, with_grad_fn)
 
-COMPUTE_PATHS: Tuple[str, ...] = ("auto", "kernel", "factored")
-
-
-def _pair(value: IntPair, name: str) -> Tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-def set_conv_geometry(module: nn.Module, in_channels: int, out_channels: int, kernel_size: IntPair,
-                      stride: IntPair, padding: Union[IntPair, str], dilation: IntPair) -> None:
-    """Check the channel counts and store the geometry as ``nn.Conv2d`` does (pairs; padding may
-    stay ``"same"``/``"valid"``): the part every decomposed conv layer shares."""
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    module.in_channels = in_channels
-    module.out_channels = out_channels
-    module.kernel_size = _pair(kernel_size, "kernel_size")
-    module.stride = _pair(stride, "stride")
-    module.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
-    module.dilation = _pair(dilation, "dilation")
-
-
-def set_compute_path(module: nn.Module, compute: str) -> None:
-    """Store ``compute`` and the numeric padding the factored path needs (after
-    :func:`set_conv_geometry`); refuse a path the layer cannot take."""
-    if compute not in COMPUTE_PATHS:
-        raise ValueError(f"compute must be one of {', '.join(COMPUTE_PATHS)}, got {compute!r}")
-    module.compute = compute
-    module.explicit_padding = explicit_padding(module.padding, module.kernel_size, module.dilation)
-    if compute == "factored" and module.explicit_padding is None:
-        raise ValueError(f"compute='factored' needs symmetric padding; padding={module.padding!r} with kernel "
-                         f"{module.kernel_size} and dilation {module.dilation} pads one side more")
+__all__ = [
+    "ACDCConv2d", "channel_shuffle", "atom_drop_mask", "reset_coefficients", "validate_acdc_arguments",
+    "group_count",
+    # re-exported from .decomposed and .ops
+    "DecomposedConv2d", "IntPair", "register_owned_or_shared", "set_compute_path", "set_conv_geometry", "COMPUTE_PATHS",
+    "coefficient_product", "compose_kernel", "composed_conv2d", "custom_autograd_applies", "explicit_padding",
+    "factored_conv2d", "factored_is_smaller", "gradients_to_compute", "with_grad_fn",
+]
 
 
 def channel_shuffle(features: torch.Tensor, groups: int) -> torch.Tensor:
@@ -86,254 +63,6 @@ def channel_shuffle(features: torch.Tensor, groups: int) -> torch.Tensor:
     )
 
 
-def compose_kernel(coefficients: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    """Combine ``coefficients`` ``(O, s, m)`` with ``atoms`` ``(G, m, kh, kw)``.
-
-    Returns the grouped-convolution kernel ``(G * O, s, kh, kw)``: group ``g``'s output channels
-    are ``g * O ... (g + 1) * O - 1``, as :func:`torch.nn.functional.conv2d` expects.
-    """
-    out_per_group, in_per_group, num_atoms = coefficients.shape
-    groups, _, kernel_h, kernel_w = atoms.shape
-    coefficient_rows = coefficients.reshape(out_per_group * in_per_group, num_atoms)
-    if groups == 1:
-        # A plain 2D product writes the kernel in place; the broadcast (1, m, k) form below would
-        # compute it transposed and copy it (a kernel-sized copy per layer and forward).
-        kernel = coefficient_rows.mm(atoms.reshape(num_atoms, kernel_h * kernel_w))
-    else:
-        # One (O*s, m) x (m, kh*kw) matrix product per group: a single batched matmul.
-        kernel = torch.matmul(coefficient_rows, atoms.reshape(groups, num_atoms, kernel_h * kernel_w))
-    return kernel.reshape(groups * out_per_group, in_per_group, kernel_h, kernel_w)
-
-
-def custom_autograd_applies(features: torch.Tensor) -> bool:
-    """Whether this module's custom ``autograd.Function`` s may run: not under torch.func
-    transforms (``vmap``, ``grad``; they have no batching rules) nor autocast (their backward
-    would mix autocast's dtypes). Otherwise the layers use the plain expressions they equal."""
-    return not (torch._C._are_functorch_transforms_active() or torch.is_autocast_enabled(features.device.type))
-
-
-def gradients_to_compute(ctx) -> Tuple[bool, ...]:
-    """Which inputs of a custom ``autograd.Function`` its ``backward`` has to differentiate now.
-
-    ``ctx.needs_input_grad`` only says which inputs required grad in the forward. When a backward
-    asks for some tensors only (``autograd.grad(loss, atoms)``: MAML's inner loop with scope
-    ``atoms``), the engine skips the branches that lead elsewhere, built-in ops skip computing
-    their gradients, and so should these functions: otherwise the factored path computes every
-    shared coefficient's gradient (as large a product as its forward) only for it to be dropped.
-    The engine can say so for inputs that have a ``grad_fn`` (:func:`with_grad_fn` gives leaves
-    one); otherwise, and outside a backward, ``needs_input_grad`` stands.
-    """
-    # The engine's answer is what torch.autograd.graph.register_multi_grad_hook relies on; a torch
-    # without it computes every gradient that needs_input_grad names, as before.
-    will_execute = getattr(torch._C, "_will_engine_execute_node", None)
-    wanted = []
-    for needed, (node, _) in zip(ctx.needs_input_grad, ctx.next_functions):
-        if needed and node is not None and will_execute is not None:
-            try:
-                needed = will_execute(node)
-            except RuntimeError:  # a leaf's node under autograd.grad, or not inside a backward
-                pass
-        wanted.append(bool(needed))
-    return tuple(wanted)
-
-
-def with_grad_fn(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor``, or for a leaf that requires grad a view of it: the engine cannot tell a custom
-    function whether a leaf's gradient is wanted (:func:`gradients_to_compute`), but it can for
-    the view's node."""
-    return tensor.view_as(tensor) if tensor.is_leaf and tensor.requires_grad else tensor
-
-
-class _ComposedKernelConv2d(torch.autograd.Function):
-    """``conv2d(x, compose_kernel(A, D))`` that keeps ``x``, ``A`` and ``D`` for backward, not the kernel.
-
-    Why: autograd would keep the composed kernel (as large as a standard conv's weight) from the
-    forward until the backward. In MAML's query pass and in every first-order pass that kernel
-    is pure overhead over a standard convolution, whose weight is the parameter itself; here it
-    is composed again in the backward (one small matrix product). The backward is written with
-    differentiable ops (``aten.convolution_backward`` has a derivative), so when it runs under
-    ``create_graph=True`` (second-order MAML's inner loop) it records its own graph and the
-    double backward is exact; what that graph keeps (kernel, kernel gradient) is what the plain
-    composition kept.
-    """
-
-    @staticmethod
-    def forward(ctx, features, coefficients, atoms, stride, padding, dilation, groups):
-        ctx.geometry = (stride, padding, dilation, groups)
-        ctx.save_for_backward(features, coefficients, atoms)
-        return F.conv2d(features, compose_kernel(coefficients, atoms), None, stride, padding, dilation, groups)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        features, coefficients, atoms = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
-        need_features, need_coefficients, need_atoms = gradients_to_compute(ctx)[:3]
-        kernel = compose_kernel(coefficients, atoms)
-        grad_features, grad_kernel, _ = torch.ops.aten.convolution_backward(
-            grad_output, features, kernel, None, stride, padding, dilation, False, (0, 0), groups,
-            (need_features, need_coefficients or need_atoms, False))
-        grad_coefficients = grad_atoms = None
-        if grad_kernel is not None:
-            # kernel[g, o*s] = coefficients[o*s] @ atoms[g]  (see compose_kernel)
-            out_per_group, in_per_group, num_atoms = coefficients.shape
-            num_groups, _, kernel_h, kernel_w = atoms.shape
-            rows, taps = out_per_group * in_per_group, kernel_h * kernel_w
-            if num_groups == 1:  # 2D products: no group dimension to sum over or copy
-                grad_kernel = grad_kernel.reshape(rows, taps)
-                atom_rows = atoms.reshape(num_atoms, taps)
-                if need_coefficients:
-                    grad_coefficients = grad_kernel.mm(atom_rows.t()).reshape(coefficients.shape)
-                if need_atoms:
-                    grad_atoms = coefficients.reshape(rows, num_atoms).t().mm(grad_kernel).reshape(atoms.shape)
-            else:
-                grad_kernel = grad_kernel.reshape(num_groups, rows, taps)
-                atom_rows = atoms.reshape(num_groups, num_atoms, taps)
-                if need_coefficients:
-                    grad_coefficients = torch.matmul(grad_kernel, atom_rows.transpose(1, 2)).sum(0)
-                    grad_coefficients = grad_coefficients.reshape(coefficients.shape)
-                if need_atoms:
-                    coefficient_rows = coefficients.reshape(rows, num_atoms)
-                    grad_atoms = torch.matmul(coefficient_rows.t(), grad_kernel).reshape(atoms.shape)
-        return grad_features, grad_coefficients, grad_atoms, None, None, None, None
-
-
-def composed_conv2d(features: torch.Tensor, coefficients: torch.Tensor, atoms: torch.Tensor,
-                    bias: Optional[torch.Tensor], stride: Tuple[int, int], padding: Union[Tuple[int, int], str],
-                    dilation: Tuple[int, int], groups: int) -> torch.Tensor:
-    """The grouped ACDC convolution through its composed kernel (:func:`compose_kernel`).
-
-    Equal to ``F.conv2d(features, compose_kernel(coefficients, atoms), bias, ...)`` to second
-    order, but the kernel is not kept between forward and backward (:class:`_ComposedKernelConv2d`).
-    Under torch.func transforms and autocast (:func:`custom_autograd_applies`) and with asymmetric
-    ``"same"`` padding it is exactly that plain expression (``convolution_backward`` wants one
-    padding per side pair).
-    """
-    if isinstance(padding, str):
-        padding = explicit_padding(padding, tuple(atoms.shape[-2:]), dilation) or padding
-    if isinstance(padding, str) or not custom_autograd_applies(features):
-        return F.conv2d(features, compose_kernel(coefficients, atoms), bias, stride, padding, dilation, groups)
-    output = _ComposedKernelConv2d.apply(with_grad_fn(features), with_grad_fn(coefficients), with_grad_fn(atoms),
-                                         stride, padding, dilation, groups)
-    return output if bias is None else output + bias.view(1, -1, 1, 1)
-
-
-class _CoefficientProduct(torch.autograd.Function):
-    """``coefficient_matrix @ responses`` whose gradients, at every order, come out contiguous.
-
-    Why: autograd's backward of ``A @ R`` forms the responses' gradient as ``A.t() @ G``. Under
-    second-order MAML that product is in the graph, and its own backward hands ``A`` a
-    *transposed* gradient; added to the contiguous gradients of the other layers sharing ``A``
-    (and scattered into the shared coefficient tensor), a transposed ``C_out x C_in*m`` matrix is
-    read across rows, several times slower than a contiguous one. Writing the responses'
-    gradient as ``(G.t() @ A).t()`` gives the same values and a contiguous gradient for ``A``
-    in the double backward. The backward is differentiable code, so every order is exact.
-    """
-
-    @staticmethod
-    def forward(ctx, coefficient_matrix, responses):
-        ctx.save_for_backward(coefficient_matrix, responses)
-        return coefficient_matrix.mm(responses)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        coefficient_matrix, responses = ctx.saved_tensors
-        need_coefficients, need_responses = gradients_to_compute(ctx)
-        grad_coefficients = grad_responses = None
-        if need_coefficients:
-            grad_coefficients = grad_output.mm(responses.t())
-        if need_responses:
-            grad_responses = grad_output.t().mm(coefficient_matrix).t()
-        return grad_coefficients, grad_responses
-
-
-def coefficient_product(coefficient_matrix: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-    """``coefficient_matrix.mm(responses)``, the factored path's second product, differentiated
-    through :class:`_CoefficientProduct` where custom functions apply."""
-    if not custom_autograd_applies(responses):
-        return coefficient_matrix.mm(responses)
-    return _CoefficientProduct.apply(with_grad_fn(coefficient_matrix), with_grad_fn(responses))
-
-
-def factored_conv2d(
-    features: torch.Tensor, coefficients: torch.Tensor, atoms: torch.Tensor, bias: Optional[torch.Tensor],
-    stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
-) -> torch.Tensor:
-    """The grouped ACDC convolution without building its kernel: atoms first, coefficients second.
-
-    ``conv(x, compose_kernel(A, D))`` equals the response of every input channel to its group's
-    ``m`` atoms (``C_in * m`` maps) combined by a 1x1 convolution whose weights are the
-    coefficients, because the kernel is linear in the atoms::
-
-        y[o] = sum_c W[o, c] * x[c] = sum_c sum_j A[o, c, j] (D[j] * x[c])
-
-    Both steps are matrix products on the unfolded input (im2col), so the forward, backward and
-    double backward (second-order MAML) are plain GEMMs; a depthwise convolution would compute
-    the same responses, but torch's CPU double backward runs one convolution per channel for it.
-    Output channels are ordered as with :func:`compose_kernel` (group ``g``'s outputs are
-    ``g * O ... (g + 1) * O - 1``); the groups share the coefficients, so they are folded into
-    the batch for the second product instead of repeating the coefficients.
-    """
-    out_per_group, in_per_group, num_atoms = coefficients.shape
-    groups, _, kernel_h, kernel_w = atoms.shape
-    batch, taps = features.shape[0], kernel_h * kernel_w
-    patches = F.unfold(features, (kernel_h, kernel_w), dilation, padding, stride)  # (B, G * s * k, L)
-    positions = patches.shape[-1]
-    # Two plain matrix products (no broadcast batch dimension, whose backward would materialize one
-    # copy of the coefficients per image before summing):
-    #   atoms (G, m, k) @ patches (G, k, B*s*L)               -> responses (G, m, B, s, L)
-    #   coefficients (O, s*m) @ responses (s*m, B*G*L)        -> output (O, B, G, L)
-    patches = patches.reshape(batch, groups, in_per_group, taps, positions).permute(1, 3, 0, 2, 4)
-    responses = torch.matmul(atoms.reshape(groups, num_atoms, taps),
-                             patches.reshape(groups, taps, batch * in_per_group * positions))
-    responses = responses.reshape(groups, num_atoms, batch, in_per_group, positions).permute(3, 1, 2, 0, 4)
-    output = coefficient_product(coefficients.reshape(out_per_group, in_per_group * num_atoms),
-                                 responses.reshape(in_per_group * num_atoms, batch * groups * positions))
-    output = output.reshape(out_per_group, batch, groups, positions).permute(1, 2, 0, 3)
-    height, width = _conv_output_size(features.shape[-2:], (kernel_h, kernel_w), stride, padding, dilation)
-    output = output.reshape(batch, groups * out_per_group, height, width)
-    if bias is not None:
-        output = output + bias.view(1, -1, 1, 1)
-    return output
-
-
-def _conv_output_size(size, kernel_size, stride, padding, dilation) -> Tuple[int, int]:
-    return tuple(  # type: ignore[return-value]
-        (extent + 2 * pad - dil * (k - 1) - 1) // st + 1
-        for extent, k, st, pad, dil in zip(size, kernel_size, stride, padding, dilation)
-    )
-
-
-def factored_is_smaller(compute: str, features: torch.Tensor, out_channels: int, in_per_group: int,
-                        num_atoms: int, kernel_size: Tuple[int, int], stride: Tuple[int, int],
-                        padding: Optional[Tuple[int, int]], dilation: Tuple[int, int]) -> bool:
-    """The ``compute="auto"`` rule shared by every atoms-times-coefficients layer (ACDC, DCF).
-
-    ``"kernel"``/``"factored"`` force a path; ``"auto"`` takes :func:`factored_conv2d` when what
-    it keeps for backward (and creates again in the double backward), the unfolded input and the
-    atom responses, is smaller than the kernel and the kernel's gradient. ``padding=None``
-    (asymmetric ``"same"``) always composes the kernel.
-    """
-    if compute != "auto" or padding is None:
-        return compute == "factored"
-    height, width = _conv_output_size(features.shape[-2:], kernel_size, stride, padding, dilation)
-    taps = kernel_size[0] * kernel_size[1]
-    factored = features.shape[0] * features.shape[1] * (taps + num_atoms) * height * width
-    composed = 2 * out_channels * in_per_group * taps
-    return factored < composed
-
-
-def explicit_padding(padding: Union[Tuple[int, int], str], kernel_size: Tuple[int, int],
-                     dilation: Tuple[int, int]) -> Optional[Tuple[int, int]]:
-    """``padding`` as a pair of ints (``"valid"``: 0; ``"same"``: half the dilated kernel), or
-    ``None`` when ``"same"`` must pad one side more than the other (an even dilated kernel)."""
-    if padding == "valid":
-        return (0, 0)
-    if padding == "same":
-        spans = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
-        return None if any(span % 2 for span in spans) else (spans[0] // 2, spans[1] // 2)
-    return padding  # type: ignore[return-value]
-
-
 def atom_drop_mask(
     shape: Tuple[int, ...], drop_probability: float, like: torch.Tensor,
     generator: Optional[torch.Generator] = None,
@@ -344,7 +73,7 @@ def atom_drop_mask(
     return mask / keep
 
 
-class ACDCConv2d(nn.Module):
+class ACDCConv2d(DecomposedConv2d):
     """A 2D convolution whose kernel is ``m`` learned atoms combined by coefficients.
 
     Args:
@@ -398,10 +127,9 @@ class ACDCConv2d(nn.Module):
         generator: Optional[torch.Generator] = None,
         compute: str = "auto",
     ) -> None:
-        super().__init__()
-        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation)
         validate_acdc_arguments(in_channels, out_channels, atoms, group_size, atom_drop)
-        set_compute_path(self, compute)
+        self.set_compute_path(compute)
         self.num_atoms = atoms
         self.group_size = group_size
         self.groups = group_count(in_channels, out_channels, group_size)
@@ -413,8 +141,8 @@ class ACDCConv2d(nn.Module):
 
         kernel_h, kernel_w = self.kernel_size
         self.atoms = nn.Parameter(torch.empty(self.groups, atoms, kernel_h, kernel_w))
-        self.shares_coefficients = register_owned_or_shared(
-            self, "coefficients", self.coefficient_shape, shared_coefficients, self.attach_shared_coefficients)
+        self.shares_coefficients = self.register_owned_or_shared(
+            "coefficients", self.coefficient_shape, shared_coefficients, self.attach_shared_coefficients)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         # Set for the duration of a backbone's forward by nested_coefficient_slices (sharing.py).
         self.coefficient_view = None  # an nn.sharing.SharedSlice within nested_coefficient_slices
@@ -470,11 +198,6 @@ class ACDCConv2d(nn.Module):
         """The full convolution kernel ``(C_out, C_in / G, kh, kw)`` used by this forward."""
         return compose_kernel(self.layer_coefficients(contiguous=True), self.effective_atoms())
 
-    def uses_factored_path(self, features: torch.Tensor) -> bool:
-        """Whether :meth:`forward` on ``features`` skips building the kernel (see ``compute``)."""
-        return factored_is_smaller(self.compute, features, self.out_channels, self.in_per_group, self.num_atoms,
-                                   self.kernel_size, self.stride, self.explicit_padding, self.dilation)
-
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         atoms = self.effective_atoms()
         if self.uses_factored_path(features):  # takes the strided slice as it is
@@ -504,23 +227,6 @@ class ACDCConv2d(nn.Module):
         if self.bias is None:
             parts.append("bias=False")
         return ", ".join(parts)
-
-
-def register_owned_or_shared(module: nn.Module, name: str, shape: Tuple[int, ...],
-                             shared: Union[nn.Parameter, str, None], attach) -> bool:
-    """Give ``module`` the parameter ``name``: owned (``shared=None``: a new uninitialized tensor
-    of ``shape``), shared (a ``Parameter``, tied through ``attach``), or ``"deferred"`` (``None``
-    until a factory attaches the shared tensor). Returns whether the tensor is shared."""
-    if shared is None:
-        module.register_parameter(name, nn.Parameter(torch.empty(shape)))
-        return False
-    if isinstance(shared, str):
-        if shared != "deferred":
-            raise ValueError(f"shared_{name} must be a Parameter, None or 'deferred', got {shared!r}")
-        module.register_parameter(name, None)
-        return True
-    attach(shared)
-    return True
 
 
 def reset_coefficients(coefficients: torch.Tensor) -> None:

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .acdc import (IntPair, compose_kernel, composed_conv2d, factored_conv2d, factored_is_smaller, set_compute_path,
-                   set_conv_geometry)
+from .decomposed import DecomposedConv2d, IntPair
+from .ops import compose_kernel, composed_conv2d, factored_conv2d
 
 _MAX_ANGULAR = 40     # angular frequencies n searched: enough for kernels up to 25 x 25
 _ZEROS_PER_ORDER = 40
@@ -123,7 +123,7 @@ def fourier_bessel_atoms(kernel_size: int, count: int, dtype: torch.dtype = torc
     return torch.tensor(_fourier_bessel_numpy(kernel_size, count), dtype=dtype)
 
 
-class DCFConv2d(nn.Module):
+class DCFConv2d(DecomposedConv2d):
     """A convolution whose kernel combines ``K`` fixed Fourier-Bessel atoms (buffer ``bases``)
     with learned per-layer ``coefficients`` ``(C_out, C_in, K)``.
 
@@ -150,11 +150,11 @@ class DCFConv2d(nn.Module):
         atoms: int = 8,
         compute: str = "auto",
     ) -> None:
-        super().__init__()
-        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation)
         validate_dcf_arguments(self.kernel_size, atoms)
-        set_compute_path(self, compute)
+        self.set_compute_path(compute)
         self.num_atoms = atoms
+        self.in_per_group = in_channels  # one group (for uses_factored_path)
         self.register_buffer("bases", fourier_bessel_atoms(self.kernel_size[0], atoms))
         self.coefficients = nn.Parameter(torch.empty(out_channels, in_channels, atoms))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
@@ -168,10 +168,6 @@ class DCFConv2d(nn.Module):
     def kernel(self) -> torch.Tensor:
         """``(C_out, C_in, k, k)``: coefficients times the fixed atoms."""
         return compose_kernel(self.coefficients, self.bases.unsqueeze(0))
-
-    def uses_factored_path(self, features: torch.Tensor) -> bool:
-        return factored_is_smaller(self.compute, features, self.out_channels, self.in_channels, self.num_atoms,
-                                   self.kernel_size, self.stride, self.explicit_padding, self.dilation)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.uses_factored_path(features):

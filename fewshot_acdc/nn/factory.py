@@ -148,7 +148,7 @@ class ConvFactory:
             if bias:
                 nn.init.zeros_(conv.bias)
             # Marks the convs a backbone could decompose (not the stem or 1x1 shortcuts), e.g. for
-            # fewshot_acdc.nn.basis.convert_to_basisconv.
+            # fewshot_acdc.nn.conversion.convert_to_basisconv.
             conv.factory_block = block
             return conv
         if not spec.is_acdc:

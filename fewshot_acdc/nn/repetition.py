@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .acdc import IntPair, register_owned_or_shared, set_conv_geometry
+from .decomposed import DecomposedConv2d, IntPair
 
 
 def validate_base_channels(base_channels: object) -> int:
@@ -55,7 +55,7 @@ def tile_kernel(base: torch.Tensor, scales: torch.Tensor, out_channels: int, in_
     return kernel
 
 
-class RepeatedConv2d(nn.Module):
+class RepeatedConv2d(DecomposedConv2d):
     """A convolution whose kernel tiles a small ``base`` tensor with per-tile learned ``scales``.
 
     Args:
@@ -79,13 +79,11 @@ class RepeatedConv2d(nn.Module):
         base_channels: int = 8,
         shared_base: Union[nn.Parameter, str, None] = None,
     ) -> None:
-        super().__init__()
-        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation)
         validate_base_channels(base_channels)
         self.base_channels = base_channels
         self.scales = nn.Parameter(torch.empty(self.repeats))
-        self.shares_base = register_owned_or_shared(self, "base", self.base_shape, shared_base,
-                                                     self.attach_shared_base)
+        self.shares_base = self.register_owned_or_shared("base", self.base_shape, shared_base, self.attach_shared_base)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.reset_parameters()
 

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .acdc import ACDCConv2d
+from .ops._torch_private import functorch_transforms_active
 
 Shape2 = Tuple[int, int]
 
@@ -70,7 +71,7 @@ def leading_slices(shared: torch.Tensor, shapes: Iterable[Shape2]) -> Dict[Shape
     one node whose backward builds a single full-size gradient (see the module docstring)."""
     distinct = tuple(sorted(set(shapes), key=lambda rows_cols: (-rows_cols[0] * rows_cols[1], rows_cols)))
     _check_slices_fit(shared, distinct)
-    if torch._C._are_functorch_transforms_active() or not (torch.is_grad_enabled() and shared.requires_grad):
+    if functorch_transforms_active() or not (torch.is_grad_enabled() and shared.requires_grad):
         return nested_leading_slices(shared, distinct)
     return dict(zip(distinct, _LeadingSlices.apply(shared, distinct)))
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig, load_config
-from ..nn.basis import BasisConversionReport, convert_to_basisconv
+from ..nn.conversion import BasisConversionReport, convert_to_basisconv
 from .builders import build_maml, build_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .directory import RunDirectory, resume_config
@@ -110,7 +110,7 @@ def format_result(result: Dict[str, object]) -> str:
     """The report as text: per-layer table, total, and the optional evaluation."""
     report = BasisConversionReport(rank=result.get("rank"), energy=result.get("energy"),
                                    total_relative_error=float(result["total_relative_error"]))
-    from ..nn.basis import LayerConversion
+    from ..nn.conversion import LayerConversion
     for layer in result["layers"]:
         report.layers.append(LayerConversion(**{**layer, "kernel_size": tuple(layer["kernel_size"])}))
     lines = [report.format()]

@@ -9,7 +9,7 @@ from torch import nn
 
 from fewshot_acdc.models import create_backbone
 from fewshot_acdc.nn import BasisConv2d, convert_to_basisconv, random_orthogonal_basis
-from fewshot_acdc.nn.basis import decomposable_convolutions
+from fewshot_acdc.nn.conversion import decomposable_convolutions
 
 
 def hand_assembled_kernel(combination, basis):
