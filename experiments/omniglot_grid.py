@@ -90,9 +90,12 @@ def grid_cells(backbones=SIZED_BACKBONES, convs=CONVS, adapts=ADAPTS, shots=SHOT
 TWENTY_WAY_SETTINGS = {"ways": 20, "iterations": 500, "meta_batch": 4}
 
 
-def all_runs_cells(name: str, ways: int = 5):
+def all_runs_cells(name: str, ways: int = 5, head_init: str = "per-class", iterations: int = None):
     """``name`` (a grid cell) trained on each minimal background set alone, scored on all_runs;
-    ``ways=20``: meta-trained 20-way (``TWENTY_WAY_SETTINGS``), named ``...-20w1s-...``."""
+    ``ways=20``: meta-trained 20-way (``TWENTY_WAY_SETTINGS``), named ``...-20w1s-...``;
+    ``head_init='shared'`` (UNICORN-MAML: the start a widened head gives 20-way tasks is the one
+    every training task had), named ``...-shared-...``; ``iterations``: meta-steps other than the
+    cell's, named ``...-<N>it-...``."""
     (cell,) = [c for c in grid_cells() if c.name == name] or [None]
     if cell is None:
         raise SystemExit(f"--all-runs {name}: not a grid cell; cells: {', '.join(c.name for c in grid_cells())}")
@@ -102,6 +105,12 @@ def all_runs_cells(name: str, ways: int = 5):
     if ways == 20:
         overrides.update(TWENTY_WAY_SETTINGS)
         base = name.replace("-5w", "-20w")
+    if head_init != "per-class":
+        overrides["head_init"] = head_init
+        base += f"-{head_init}"
+    if iterations is not None:
+        overrides["iterations"] = iterations
+        base += f"-{iterations}it"
     return [Cell(f"{base}-{background}", {**overrides, "omniglot_background": background},
                  eval_shots=(), benchmarks=("omniglot-all-runs",)) for background in MINIMAL_BACKGROUNDS]
 
@@ -120,6 +129,9 @@ def main(argv=None) -> int:
     parser.add_argument("--all-runs-ways", type=int, default=5, choices=(5, 20),
                         help="with --all-runs: 5 (the cell as it is, its head widened for the 20-way benchmark) "
                              "or 20 (meta-trained 20-way)")
+    parser.add_argument("--all-runs-head-init", default="per-class", choices=("per-class", "shared"),
+                        help="with --all-runs: where each task's head starts (shared: UNICORN-MAML)")
+    parser.add_argument("--all-runs-iterations", type=int, help="with --all-runs: meta-steps (default: the cell's)")
     parser.add_argument("--data-root", help="folder holding omniglot/ (default: $FEWSHOT_DATA, else ./data)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
@@ -127,7 +139,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
-    cells = all_runs_cells(args.all_runs, args.all_runs_ways) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
+    cells = all_runs_cells(args.all_runs, args.all_runs_ways, args.all_runs_head_init,
+                           args.all_runs_iterations) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
                                                                            args.shots)
     run_grid(cells, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run)
     if not (args.dry_run or args.no_report):

@@ -15,9 +15,9 @@ from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, ge
 import yaml
 
 from .utils import closest_name as _closest
-from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KINDS, LEARNED_STEP_SIZES,
-                         META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLE_HOLDERS, SCOPE_TABLE, check_role_learning_rates,
-                         conv_for_acdc, conv_kind)
+from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KINDS, HEAD_INITS,
+                         LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLE_HOLDERS, SCOPE_TABLE,
+                         check_role_learning_rates, conv_for_acdc, conv_kind)
 
 # The `--acdc` alias's values (kept for the CLI and for configs saved before `conv` was the one key).
 ACDC_KINDS = ACDC_SHARINGS
@@ -56,6 +56,8 @@ class TrainConfig:
     first_order: bool = False
     batchnorm: str = "transductive"   # transductive: batch statistics everywhere (reference MAML) | per-step:
                                       # MAML++ BN weights and running statistics per inner step, used at test time
+    head_init: str = "per-class"      # per-class: MAML's learned row per class | shared: one learned row copied to
+                                      # every class at the start of each task (UNICORN-MAML; needs a scope that adapts the head)
     meta_lr: float = 1e-3
     meta_lr_schedule: str = "constant"  # constant | cosine (annealed to meta_lr_min over the run's iterations)
     meta_lr_min: float = 0.0
@@ -114,7 +116,7 @@ class TrainConfig:
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 _CHOICES = {"backbone": BACKBONES, "conv": CONV_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
             "device": DEVICES, "task_batching": TASK_BATCHING, "learn_inner_lr": LEARNED_STEP_SIZES,
-            "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES,
+            "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES, "head_init": HEAD_INITS,
             "omniglot_background": OMNIGLOT_BACKGROUNDS}
 _POSITIVE = ("atoms", "inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
              "image_size", "log_every", "val_every", "val_episodes", "test_episodes")
@@ -152,6 +154,10 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"threads must be >= 1 or null, got {config.threads}")
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise ConfigError(f"grad_clip must be > 0 or null, got {config.grad_clip}")
+    if config.head_init == "shared" and not SCOPE_TABLE[config.adapt].adapts_head:
+        raise ConfigError(f"head_init 'shared' starts every class from the same row, which only the inner loop "
+                          f"can tell apart, but adapt {config.adapt!r} leaves the head fixed; use adapt "
+                          f"{config.adapt}+head (or all), or head_init per-class")
     kind = conv_kind(config.conv)
     if kind.grouped and config.group_size is None:
         raise ConfigError(f"conv {kind.name!r} needs group_size (channels per group, e.g. 32 or 64)")

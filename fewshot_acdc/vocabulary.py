@@ -22,6 +22,12 @@ DEFAULT_ROLE = "default"
 # BatchNorm under MAML: batch statistics everywhere, or MAML++'s per-step weights and running statistics.
 BATCHNORM_CHOICES = ("transductive", "per-step")
 
+# Where each task's classifier starts: MAML's learned per-class rows, or one learned row shared by
+# every class (Ye & Chao 2022, "UNICORN-MAML"): the initial head then cannot favour a label, so the
+# meta-learned model is the same for any permutation of an episode's classes and for any number of
+# ways (a 5-way-trained model scores 20-way episodes with the same start).
+HEAD_INITS = ("per-class", "shared")
+
 # Outer-loop learning-rate schedules.
 META_LR_SCHEDULES = ("constant", "cosine")
 
@@ -137,6 +143,10 @@ class Scope:
     def trunk_frozen(self) -> bool:
         """Only the classifier adapts: the trunk's features can be computed once per task."""
         return self.roles == frozenset({"head"})
+
+    @property
+    def adapts_head(self) -> bool:
+        return self.roles is None or "head" in self.roles
 
     def missing_roles(self, kind: ConvKind) -> FrozenSet[str]:
         """The roles this scope adapts that ``kind``'s layers do not have (the head is always there)."""

@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
-from ..vocabulary import BATCHNORM_CHOICES, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLES
+from ..vocabulary import BATCHNORM_CHOICES, HEAD_INITS, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLES
 from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
 from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 
@@ -40,7 +40,7 @@ def parse_inner_lr(text: str):
 # flag destination -> config key, for every flag that overrides a config value
 FLAG_KEYS = (
     "backbone", "acdc", "conv", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
-    "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "meta_lr",
+    "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "head_init", "meta_lr",
     "meta_lr_schedule", "meta_lr_min", "meta_batch", "first_order", "grad_clip",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
     "num_workers", "episode_dir",
@@ -75,6 +75,9 @@ def build_parser() -> ArgumentParser:
     maml.add_argument("--batchnorm", choices=BATCHNORM_CHOICES,
                       help="transductive (batch statistics everywhere) or per-step (MAML++: BN weights and running "
                            "statistics per inner step, used at test time)")
+    maml.add_argument("--head-init", choices=HEAD_INITS,
+                      help="per-class (MAML's learned row per class) or shared (UNICORN-MAML: one learned row "
+                           "copied to every class when a task starts)")
     maml.add_argument("--meta-lr", type=float)
     maml.add_argument("--meta-lr-schedule", choices=META_LR_SCHEDULES)
     maml.add_argument("--meta-lr-min", type=float, help="cosine schedule's final meta learning rate")

@@ -103,6 +103,7 @@ from ..nn.norm import has_per_step_batchnorm, inner_step
 from .functional import (Params, adapt_steps, inner_loop, score_query, vmapped_evaluation, vmapped_meta_losses,
                          weighted_query_loss)
 from .scopes import adapted_parameter_names, check_scope
+from ..vocabulary import HEAD_INITS
 from .step_sizes import LEARNED_STEP_SIZES, InnerStepSizes, check_role_learning_rates, multi_step_weights
 
 TASK_BATCHING = ("sequential", "vmap")
@@ -174,12 +175,15 @@ class MAML:
             ``meta-sgd`` (per element), meta-learned from the ``inner_lr`` values.
         multi_step_anneal: ``None`` (the query loss after the last step) or the number of
             iterations over which MAML++'s multi-step loss anneals to the last step.
+        head_init: ``per-class`` (MAML: each class starts from its own learned head row) or
+            ``shared`` (UNICORN-MAML, Ye & Chao 2022: every task starts every class from the mean
+            of the head's rows, see :meth:`task_start`); ``shared`` needs a scope that adapts the head.
     """
 
     def __init__(self, model: nn.Module, scope: str = "all", inner_lr: Union[float, Mapping[str, float]] = 0.01,
                  inner_steps: int = 5, inner_steps_eval: int = 10, first_order: bool = False,
                  task_batching: str = "sequential", n_way: Optional[int] = None, learn_inner_lr: str = "none",
-                 multi_step_anneal: Optional[int] = None) -> None:
+                 multi_step_anneal: Optional[int] = None, head_init: str = "per-class") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_scope(scope)
@@ -198,6 +202,8 @@ class MAML:
             raise ValueError(f"learn_inner_lr must be one of {', '.join(LEARNED_STEP_SIZES)}, got {learn_inner_lr!r}")
         if multi_step_anneal is not None and (not _is_integer(multi_step_anneal) or multi_step_anneal < 1):
             raise ValueError(f"multi_step_anneal must be None or an integer >= 1, got {multi_step_anneal!r}")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
         check_no_running_stats(model)
         self.batchnorm = "per-step" if has_per_step_batchnorm(model) else "transductive"
         if self.batchnorm == "per-step" and task_batching == "vmap":
@@ -219,6 +225,16 @@ class MAML:
         self.step_sizes = InnerStepSizes({name: named[name] for name in self.adapted_names}, roles, inner_lr,
                                          learn=learn_inner_lr, steps=inner_steps)
         self.adapted_parameter_count: int = sum(named[name].numel() for name in self.adapted_names)
+        self.head_init = head_init
+        self._shared_head_names: List[str] = []
+        if head_init == "shared":
+            self._shared_head_names = [name for name in self.adapted_names if roles[name] == "head"]
+            if not self._shared_head_names:
+                raise ValueError(f"head_init='shared' starts every class from the same head row, which only the "
+                                 f"inner loop can tell apart, but scope {scope!r} does not adapt the head")
+            with torch.no_grad():  # the stored head says what a task starts from: every row the shared one
+                for name in self._shared_head_names:
+                    named[name].copy_(named[name].mean(0, keepdim=True).expand_as(named[name]))
 
     @property
     def inner_lr(self) -> Union[float, Dict[str, float]]:
@@ -253,6 +269,19 @@ class MAML:
         self.model.load_state_dict(state["model"])
         self.step_sizes.load_state_dict(state.get("step_sizes", {}))
 
+    def task_start(self, params: Params) -> Params:
+        """The parameters a task's inner loop starts from. With ``head_init='shared'`` every class's
+        head row (and bias) is the mean of the rows: the meta-gradient reaches each row as the mean
+        over classes, so the rows stay one learned vector, and no label is favoured before the
+        support set is seen. Otherwise ``params`` itself."""
+        if not self._shared_head_names:
+            return params
+        start = dict(params)
+        for name in self._shared_head_names:
+            rows = params[name]
+            start[name] = rows.mean(0, keepdim=True).expand_as(rows).contiguous()
+        return start
+
     # ------------------------------------------------------------------ pure inner loop
     def adapt(self, params: Params, support_images: torch.Tensor, support_labels: torch.Tensor, *,
               steps: Optional[int] = None, create_graph: Optional[bool] = None,
@@ -260,7 +289,7 @@ class MAML:
         """Adapt ``params`` (name -> tensor, e.g. :meth:`parameters`) on one support set.
 
         Returns a new dict: adapted tensors for the scope's names, the same tensor objects for
-        the rest. ``steps`` defaults to ``inner_steps``; ``create_graph`` to second order unless
+        the rest (the loop starts from :meth:`task_start` of ``params``). ``steps`` defaults to ``inner_steps``; ``create_graph`` to second order unless
         ``first_order``. Runs in the model's current train/eval mode. With ``check_finite`` the
         support losses are read once after the loop and a NaN/Inf one raises
         :class:`NonFiniteLossError` naming its step.
@@ -278,7 +307,7 @@ class MAML:
         reference = params[self.adapted_names[0]]
         images = support_images.to(device=reference.device, dtype=reference.dtype, non_blocking=True)
         labels = support_labels.to(device=reference.device, dtype=torch.int64, non_blocking=True)
-        adapted, support_losses = inner_loop(self.model, params, self.adapted_names, images, labels,
+        adapted, support_losses = inner_loop(self.model, self.task_start(params), self.adapted_names, images, labels,
                                              inner_lr=self.step_sizes.values(), steps=steps,
                                              create_graph=create_graph)
         if check_finite:
@@ -409,7 +438,7 @@ class MAML:
         query_losses, accuracies, support_losses, gradient_norms = [], [], [], []
         for episode in batch:
             result = adapt_steps(
-                self.model, dict(self.model.named_parameters()), self.adapted_names,
+                self.model, self.task_start(dict(self.model.named_parameters())), self.adapted_names,
                 episode.support_images, episode.support_labels,
                 # step sizes built per task: each task's backward frees the graph that makes them
                 inner_lr=self.step_sizes.values(), steps=self.inner_steps, create_graph=not self.first_order,
@@ -440,7 +469,7 @@ class MAML:
         stacked = [torch.stack([getattr(episode, field) for episode in batch])
                    for field in ("support_images", "support_labels", "query_images", "query_labels")]
         query_losses, accuracies, support_losses, gradient_norms = vmapped_meta_losses(
-            self.model, dict(self.model.named_parameters()), self.adapted_names, *stacked,
+            self.model, self.task_start(dict(self.model.named_parameters())), self.adapted_names, *stacked,
             inner_lr=self.step_sizes.values(), steps=self.inner_steps, first_order=self.first_order,
             step_weights=weights,
         )
@@ -456,7 +485,7 @@ class MAML:
         reference = self._reference_parameter()
         (episode,) = prepare_episodes([episode], self.n_way, reference.device, reference.dtype, in_meta_batch=False)
         with module_mode(self.model, False):
-            params = {name: p.detach() for name, p in self.model.named_parameters()}
+            params = self.task_start({name: p.detach() for name, p in self.model.named_parameters()})
             adapted, support = inner_loop(
                 self.model, params, self.adapted_names, episode.support_images, episode.support_labels,
                 inner_lr=self.step_sizes.values(detach=True), steps=steps, create_graph=False,
@@ -497,7 +526,7 @@ class MAML:
             return [self.evaluate_episode(episode, steps) for episode in batch]
         results: List[Tuple[float, float]] = []
         with module_mode(self.model, False):
-            params = {name: p.detach() for name, p in self.model.named_parameters()}
+            params = self.task_start({name: p.detach() for name, p in self.model.named_parameters()})
             for chunk in _equal_shape_chunks(batch, size):
                 stacked = [torch.stack([getattr(episode, field) for episode in chunk]) for field in FIELDS]
                 losses, accuracies, support = vmapped_evaluation(

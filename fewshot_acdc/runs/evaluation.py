@@ -108,7 +108,8 @@ def evaluation_context(config) -> EvaluationContext:
     step sizes, and the code and machine that computed it."""
     from . import provenance
     return EvaluationContext(batchnorm=BATCHNORM[config.batchnorm], adapt=config.adapt, inner_lr=config.inner_lr,
-                             learn_inner_lr=config.learn_inner_lr, created=provenance.created_now(),
+                             learn_inner_lr=config.learn_inner_lr, head_init=config.head_init,
+                             created=provenance.created_now(),
                              source=provenance.source_revision(), machine=provenance.machine())
 
 

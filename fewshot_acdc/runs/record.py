@@ -218,18 +218,21 @@ def read_summary(data: Mapping[str, Any], path: object = "summary.json") -> Unio
 class EvaluationContext:
     """What an evaluation's number depends on besides the episodes: the BatchNorm used (a
     sentence), the adapted scope, the inner loop's step sizes (``inner_lr``: a number or a
-    per-role mapping, ``learn_inner_lr``), when (``created``), the code (``source``) and the
-    machine that computed it. All ``None`` in files from before they were recorded."""
+    per-role mapping, ``learn_inner_lr``), where each task's head starts (``head_init``), when
+    (``created``), the code (``source``) and the machine that computed it. All ``None`` in files
+    from before they were recorded."""
 
     batchnorm: Optional[str] = None
     adapt: Optional[str] = None
     inner_lr: Any = None
     learn_inner_lr: Any = None
+    head_init: Optional[str] = None
     created: Optional[str] = None
     source: Optional[Mapping[str, Any]] = None
     machine: Optional[Mapping[str, Any]] = None
 
-    _KINDS = {"batchnorm": "str", "adapt": "str", "inner_lr": "any", "learn_inner_lr": "any", "created": "str",
+    _KINDS = {"batchnorm": "str", "adapt": "str", "inner_lr": "any", "learn_inner_lr": "any", "head_init": "str",
+              "created": "str",
               "source": "mapping", "machine": "mapping"}
 
     def to_json(self) -> Dict[str, Any]:

@@ -18,7 +18,7 @@ SUMMARY_KEYS = ["status", "backbone", "conv", "atoms", "group_size", "adapt", "f
                 "shots", "image_size", "iterations", "seed", "total_parameters", "adapted_parameters",
                 "seconds_per_meta_step", "peak_memory_mb", "best_val_accuracy", "best_iteration", "device",
                 "config_changes", "world_size"]
-CONTEXT_KEYS = ["batchnorm", "adapt", "inner_lr", "learn_inner_lr", "created", "source", "machine"]
+CONTEXT_KEYS = ["batchnorm", "adapt", "inner_lr", "learn_inner_lr", "head_init", "created", "source", "machine"]
 EVAL_KEYS = ["dataset", "seed", "split", "ways", "shots", "queries", "episodes", "episode_set", "inner_steps_eval",
              "checkpoint", "checkpoint_iteration", "mean_accuracy", "ci95", "per_episode_accuracy"] + CONTEXT_KEYS
 BENCHMARK_KEYS = ["benchmark", "runs", "error_rate", "per_run_error_rate", "inner_steps_eval", "checkpoint",
