@@ -15,7 +15,8 @@ from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, ge
 import yaml
 
 from .utils import closest_name as _closest
-from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KINDS, HEAD_INITS,
+from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KINDS,
+                         DEFAULT_INNER_STEPS, DEFAULT_INNER_STEPS_EVAL, HEAD_INITS,
                          LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLE_HOLDERS, SCOPE_TABLE,
                          check_role_learning_rates, conv_for_acdc, conv_kind)
 
@@ -45,8 +46,8 @@ class TrainConfig:
     # MAML
     adapt: str = "all"                # inner-loop scope: all | atoms | head | atoms+head | coefficients |
                                       # combination | scales (and each +head)
-    inner_steps: int = 5
-    inner_steps_eval: int = 5
+    inner_steps: int = DEFAULT_INNER_STEPS          # 5 (fewshot_acdc.vocabulary, shared with MAML)
+    inner_steps_eval: int = DEFAULT_INNER_STEPS_EVAL  # 10
     inner_lr: Union[float, Dict[str, float]] = 0.01  # one step size for every parameter, or one per role:
                                       # {atoms: 1e-4, head: 0.1, default: 0.01} (roles: fewshot_acdc.vocabulary.ROLES;
                                       # default: every role not named). Initial values when learn_inner_lr is set

@@ -14,6 +14,11 @@ from .utils import closest_name
 # What each parameter of a backbone is (fewshot_acdc.nn.parameter_roles assigns them).
 ROLES = ("atoms", "coefficients", "combination", "base", "scales", "conv", "norm", "head", "other")
 
+# Inner steps when a run does not say: 5 in meta-training, 10 at test time (Finn et al. 2017's
+# miniImageNet protocol); the defaults of both TrainConfig and MAML.
+DEFAULT_INNER_STEPS = 5
+DEFAULT_INNER_STEPS_EVAL = 10
+
 # Inner-loop step sizes: fixed, per tensor and step (MAML++ LSLR), per element (Meta-SGD).
 LEARNED_STEP_SIZES = ("none", "lslr", "meta-sgd")
 # The key of a per-role inner_lr mapping that stands for every role it does not name.

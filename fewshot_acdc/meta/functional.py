@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..nn.norm import has_per_step_batchnorm, inner_step
+from ..nn.roles import HEAD_PREFIX, is_head_parameter
 from .batchnorm import DecomposedBatchNorm
 from .step_sizes import StepSizes, step_size
 
@@ -61,7 +62,7 @@ def trunk_is_frozen(model: nn.Module, adapted_names: Sequence[str]) -> bool:
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Module) or not callable(getattr(model, "embed", None)):
         return False
-    if not adapted_names or not all(name.startswith("head.") for name in adapted_names):
+    if not adapted_names or not all(map(is_head_parameter, adapted_names)):
         return False
     if has_per_step_batchnorm(model):  # each step normalises with its own BN weights and statistics
         return False
@@ -78,9 +79,9 @@ def _support_loss_function(model: nn.Module, params: Params, adapted_names: Sequ
     step only runs the head."""
     if steps < 2 or not trunk_is_frozen(model, adapted_names):
         return lambda adapted: classification_loss(model, adapted, images, labels)
-    trunk_params = {f"model.{name}": tensor for name, tensor in params.items() if not name.startswith("head.")}
+    trunk_params = {f"model.{name}": tensor for name, tensor in params.items() if not is_head_parameter(name)}
     features = functional_call(_Embedding(model), trunk_params, (images,))
-    head_names = [(name, name[len("head."):]) for name in params if name.startswith("head.")]
+    head_names = [(name, name[len(HEAD_PREFIX):]) for name in params if is_head_parameter(name)]
 
     def head_loss(adapted: Params) -> torch.Tensor:
         head_params = {local: adapted[name] for name, local in head_names}

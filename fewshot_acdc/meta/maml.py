@@ -103,7 +103,7 @@ from ..nn.norm import has_per_step_batchnorm, inner_step
 from .functional import (Params, adapt_steps, inner_loop, score_query, vmapped_evaluation, vmapped_meta_losses,
                          weighted_query_loss)
 from .scopes import adapted_parameter_names, check_scope
-from ..vocabulary import HEAD_INITS
+from ..vocabulary import DEFAULT_INNER_STEPS, DEFAULT_INNER_STEPS_EVAL, HEAD_INITS
 from .step_sizes import LEARNED_STEP_SIZES, InnerStepSizes, check_role_learning_rates, multi_step_weights
 
 TASK_BATCHING = ("sequential", "vmap")
@@ -181,7 +181,8 @@ class MAML:
     """
 
     def __init__(self, model: nn.Module, scope: str = "all", inner_lr: Union[float, Mapping[str, float]] = 0.01,
-                 inner_steps: int = 5, inner_steps_eval: int = 10, first_order: bool = False,
+                 inner_steps: int = DEFAULT_INNER_STEPS, inner_steps_eval: int = DEFAULT_INNER_STEPS_EVAL,
+                 first_order: bool = False,
                  task_batching: str = "sequential", n_way: Optional[int] = None, learn_inner_lr: str = "none",
                  multi_step_anneal: Optional[int] = None, head_init: str = "per-class") -> None:
         if not isinstance(model, nn.Module):

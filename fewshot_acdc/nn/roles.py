@@ -24,6 +24,15 @@ from .factory import CoefficientBank
 from .norm import PerStepBatchNorm2d
 from .repetition import RepeatedConv2d
 
+# The classifier of every backbone here is its submodule ``head``: its parameters are the names
+# under this prefix in ``named_parameters()`` (and in the functional parameter dicts of meta/).
+HEAD_PREFIX = "head."
+
+
+def is_head_parameter(name: str) -> bool:
+    return name.startswith(HEAD_PREFIX)
+
+
 # Parameter attribute -> role, for the layers whose parameters may be registered elsewhere (a
 # shared repetition base lives in the network's coefficient_bank): the role follows the layer
 # that *uses* a parameter, not the module that registered it.
