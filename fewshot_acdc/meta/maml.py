@@ -430,8 +430,12 @@ class MAML:
     def _inner_norms_by_role(self, norms: torch.Tensor, roles: Sequence[str]) -> torch.Tensor:
         """``[tasks, steps, tensors]`` per-tensor inner gradient norms -> ``[roles, steps]`` per-role
         norms, mean over tasks."""
-        membership = torch.tensor([[float(role == wanted) for wanted in roles] for role in self.adapted_roles],
-                                  dtype=norms.dtype, device=norms.device)
+        key = (tuple(roles), norms.dtype, norms.device)
+        cache = self.__dict__.setdefault("_role_membership", {})
+        if key not in cache:  # built once: a host-to-device copy per meta-step would be a sync point on a GPU
+            cache[key] = torch.tensor([[float(role == wanted) for wanted in roles] for role in self.adapted_roles],
+                                      dtype=norms.dtype, device=norms.device)
+        membership = cache[key]
         return (norms.pow(2) @ membership).sqrt().mean(0).transpose(0, 1)
 
     def _sequential_backward(self, batch: List[Episode], weights: Optional[Tuple[float, ...]]):
