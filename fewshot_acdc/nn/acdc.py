@@ -167,6 +167,12 @@ class ACDCConv2d(DecomposedConv2d):
             )
         self.coefficients = shared
 
+    def use_coefficient_view(self, view: Optional["SharedSlice"]) -> None:
+        """Serve :meth:`layer_coefficients` from ``view`` (a :class:`~fewshot_acdc.nn.sharing.SharedSlice`
+        of the shared tensor, made once per forward for every layer of this shape) until called with
+        ``None``; :func:`~fewshot_acdc.nn.sharing.nested_coefficient_slices` does both."""
+        self.coefficient_view = view
+
     def reset_parameters(self) -> None:
         nn.init.normal_(self.atoms, std=math.sqrt(2.0 / self.fan_in))
         if not self.shares_coefficients:

@@ -146,10 +146,9 @@ def nested_coefficient_slices(model: nn.Module) -> Iterator[None]:
             views = leading_slices(shared, [layer.coefficient_shape[:2] for layer in layers])
             slices = {shape: SharedSlice(view) for shape, view in views.items() if view is not shared}
             for layer in layers:
-                # A plain attribute, never registered: the full-size "view" may be the Parameter.
-                object.__setattr__(layer, "coefficient_view", slices.get(layer.coefficient_shape[:2]))
+                layer.use_coefficient_view(slices.get(layer.coefficient_shape[:2]))
         yield
     finally:
         for _, layers in users.values():
             for layer in layers:
-                object.__setattr__(layer, "coefficient_view", None)
+                layer.use_coefficient_view(None)
