@@ -16,6 +16,17 @@ from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
 BENCHMARKS = ("episodes", "omniglot-all-runs")
 
 
+def _step_counts(text: str):
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 0:
+        import argparse
+        raise argparse.ArgumentTypeError(f"{text!r}: give inner step counts >= 0 separated by commas, e.g. 1,3,5,10")
+    return counts
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="evaluate.py", description="Evaluate a MAML run on fixed test episodes.")
     # --run-dir: the same; under torchrun, whose own parser takes --run for an abbreviation of its --run-path
@@ -27,6 +38,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--episodes", type=int,
                         help="fixed test episodes per shot count (default: test_episodes in the run's config.yaml)")
     parser.add_argument("--inner-steps-eval", type=int)
+    parser.add_argument("--select-steps", type=_step_counts, metavar="N,N,...",
+                        help="choose the inner steps among these on the validation split's fixed episodes "
+                             "(--select-episodes of them, the evaluation's ways and 1 shot; recorded in "
+                             "eval/inner-steps_val_*.json), then evaluate with the chosen count")
+    parser.add_argument("--select-episodes", type=int, default=100)
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--data-root")
     parser.add_argument("--all-runs", help="path to Omniglot's all_runs.zip (or folder) for --benchmark omniglot-all-runs")
@@ -45,7 +61,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
+    from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run, select_inner_steps
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
@@ -57,6 +73,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if group.is_distributed:
             prog = f"evaluate.py (rank {group.rank} of {group.world_size})"
         print_ = print if group.is_main else (lambda *arguments, **keywords: None)
+        if args.select_steps:
+            if args.inner_steps_eval is not None:
+                raise ValueError("--select-steps chooses the inner steps; drop --inner-steps-eval")
+            ways = 20 if args.benchmark == "omniglot-all-runs" else args.ways
+            selection = select_inner_steps(args.run, args.select_steps, ways=ways, shots=1,
+                                           episodes=args.select_episodes, checkpoint=args.checkpoint,
+                                           device=args.device, eval_batch=args.eval_batch, distributed=group)
+            print_("validation " + ", ".join(f"{row['inner_steps_eval']} steps {100 * row['mean_accuracy']:.2f}%"
+                                             for row in selection["candidates"])
+                   + f" ({selection['ways']}-way 1-shot, {selection['episodes']} episodes): "
+                   f"{selection['chosen']} steps")
+            args.inner_steps_eval = selection["chosen"]
         if args.benchmark == "omniglot-all-runs":
             record = evaluate_omniglot_all_runs(args.run, all_runs=args.all_runs, checkpoint=args.checkpoint,
                                                 inner_steps_eval=args.inner_steps_eval, device=args.device,

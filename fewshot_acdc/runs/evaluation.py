@@ -17,7 +17,7 @@ from .builders import build_maml, build_model, resolve_device
 from .checkpoint import load_checkpoint
 from .directory import RunDirectory, resume_config
 from .distributed import SINGLE_PROCESS, ProcessGroup
-from .record import BenchmarkRecord, EvaluationContext, EvaluationRecord
+from .record import BenchmarkRecord, EvaluationContext, EvaluationRecord, mean_ci95
 
 
 def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: Optional[int] = 1) -> List[float]:
@@ -184,6 +184,62 @@ def evaluate_run(
             run.write_json(run.eval_file(split, ways, shot_count), record)
         results.append(record)
     return results
+
+
+def select_inner_steps(
+    run_dir: Union[str, Path],
+    candidates: Sequence[int],
+    *,
+    ways: Optional[int] = None,
+    shots: int = 1,
+    episodes: int = 100,
+    checkpoint: str = "best",
+    device: str = "auto",
+    eval_batch: Optional[int] = None,
+    distributed: ProcessGroup = SINGLE_PROCESS,
+) -> Dict[str, object]:
+    """Choose the evaluation's inner steps on the validation split, not on the test.
+
+    Scores ``checkpoint`` on the same fixed ``ways``-way ``shots``-shot validation episodes with
+    each of ``candidates`` steps and picks the most accurate (the fewest steps on a tie). Writes
+    ``eval/inner-steps_val_<ways>way_<shots>shot.json`` (each candidate's mean and 95% CI, the
+    choice) and returns its contents; ``chosen`` is what to pass as ``inner_steps_eval`` to the
+    test evaluation. Adaptation from the same start with more steps is not monotone (the inner
+    step size was meta-learned for the training steps), hence measured, not assumed.
+    """
+    from .data import evaluation_episodes, open_split
+    steps = sorted(set(int(step) for step in candidates))
+    if not steps or steps[0] < 0:
+        raise ValueError(f"candidates must be inner step counts >= 0, got {list(candidates)!r}")
+    if ways is not None and ways < 2:
+        raise ValueError(f"ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
+    run = RunDirectory(run_dir)
+    overrides: Dict[str, object] = {"device": device}
+    if eval_batch is not None:
+        overrides["eval_batch"] = eval_batch
+    torch_device = distributed.device if distributed.device is not None else resolve_device(device)
+    dataset = open_split(resume_config(run.root, overrides), "val")
+    config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
+    ways = ways or config.ways
+    maml = evaluation_maml(config, model, state, ways)
+    if not distributed.is_main:
+        distributed.barrier()
+    episode_set = evaluation_episodes(config, dataset, ways, shots, episodes, split="val")
+    if distributed.is_main:
+        distributed.barrier()
+    scored = []
+    for step in steps:
+        maml.inner_steps_eval = step
+        mean, ci95, _ = mean_ci95(score_episode_set(maml, episode_set, torch_device, config.eval_batch, distributed))
+        scored.append({"inner_steps_eval": step, "mean_accuracy": mean, "ci95": ci95})
+    chosen = max(scored, key=lambda row: (row["mean_accuracy"], -row["inner_steps_eval"]))["inner_steps_eval"]
+    selection = {"split": "val", "ways": ways, "shots": shots, "episodes": len(episode_set),
+                 "episode_set": episode_set.name, "checkpoint": checkpoint,
+                 "checkpoint_iteration": state["iteration"], "candidates": scored, "chosen": chosen,
+                 **evaluation_context(config).to_json()}
+    if distributed.is_main:
+        run.write_json(run.eval_dir / f"inner-steps_val_{ways}way_{shots}shot.json", selection)
+    return selection
 
 
 def _find_all_runs(data_root: Optional[str]) -> Path:

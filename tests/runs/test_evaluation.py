@@ -65,3 +65,37 @@ def test_eval_batch_must_be_positive_or_null(tiny_config):
     with pytest.raises(ConfigError, match="did you mean 'eval_batch'"):
         tiny_config.replace(eval_batches=2)
     assert tiny_config.eval_batch is None
+
+
+def test_inner_steps_are_chosen_on_validation_episodes_and_used_for_the_test(tiny_config, tmp_path):
+    from fewshot_acdc.cli.evaluate import main as evaluate_main
+    from fewshot_acdc.runs.evaluation import select_inner_steps
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3, atom_drop=0.0), run, progress=False)
+    selection = select_inner_steps(run, [3, 0, 1], episodes=6, device="cpu")
+    assert [row["inner_steps_eval"] for row in selection["candidates"]] == [0, 1, 3]
+    assert selection["split"] == "val" and selection["episodes"] == 6 and selection["ways"] == 3
+    # Each candidate is the val evaluation with that many steps, on the same fixed episodes.
+    for row in selection["candidates"]:
+        [record] = evaluate_run(run, split="val", shots=[1], episodes=6, inner_steps_eval=row["inner_steps_eval"],
+                                device="cpu")
+        assert record["mean_accuracy"] == pytest.approx(row["mean_accuracy"], abs=1e-12)
+        assert record["episode_set"] == selection["episode_set"]
+    best = max(row["mean_accuracy"] for row in selection["candidates"])
+    assert selection["chosen"] == min(row["inner_steps_eval"] for row in selection["candidates"]
+                                      if row["mean_accuracy"] == best)
+    written = json.loads((run / "eval" / "inner-steps_val_3way_1shot.json").read_text())
+    assert written["chosen"] == selection["chosen"] and len(written["source"]["git_commit"]) == 40
+    # The command chooses on val, then writes the test file with the chosen count.
+    assert evaluate_main(["--run", str(run), "--select-steps", "0,1,3", "--select-episodes", "6", "--device", "cpu",
+                          "--quiet"]) == 0
+    test = json.loads((run / "eval" / "test_3way_1shot.json").read_text())
+    assert test["inner_steps_eval"] == selection["chosen"]
+
+
+def test_select_steps_refuses_a_fixed_step_count_too(tiny_config, tmp_path, capsys):
+    from fewshot_acdc.cli.evaluate import main as evaluate_main
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=1), run, progress=False)
+    assert evaluate_main(["--run", str(run), "--select-steps", "1,2", "--inner-steps-eval", "3", "--device", "cpu"]) != 0
+    assert "drop --inner-steps-eval" in capsys.readouterr().err
