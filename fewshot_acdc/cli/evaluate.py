@@ -41,7 +41,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--select-steps", type=_step_counts, metavar="N,N,...",
                         help="choose the inner steps among these on the validation split's fixed episodes "
                              "(--select-episodes of them, the evaluation's ways and 1 shot; recorded in "
-                             "eval/inner-steps_val_*.json), then evaluate with the chosen count")
+                             "eval/selection/inner-steps_val_*.json), then evaluate with the chosen count")
     parser.add_argument("--select-episodes", type=int, default=100)
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--data-root")

@@ -202,7 +202,8 @@ def select_inner_steps(
 
     Scores ``checkpoint`` on the same fixed ``ways``-way ``shots``-shot validation episodes with
     each of ``candidates`` steps and picks the most accurate (the fewest steps on a tie). Writes
-    ``eval/inner-steps_val_<ways>way_<shots>shot.json`` (each candidate's mean and 95% CI, the
+    ``eval/selection/inner-steps_val_<ways>way_<shots>shot.json`` (beside, not among, the
+    eval files the results module reads) (each candidate's mean and 95% CI, the
     choice) and returns its contents; ``chosen`` is what to pass as ``inner_steps_eval`` to the
     test evaluation. Adaptation from the same start with more steps is not monotone (the inner
     step size was meta-learned for the training steps), hence measured, not assumed.
@@ -238,7 +239,7 @@ def select_inner_steps(
                  "checkpoint_iteration": state["iteration"], "candidates": scored, "chosen": chosen,
                  **evaluation_context(config).to_json()}
     if distributed.is_main:
-        run.write_json(run.eval_dir / f"inner-steps_val_{ways}way_{shots}shot.json", selection)
+        run.write_json(run.eval_dir / "selection" / f"inner-steps_val_{ways}way_{shots}shot.json", selection)
     return selection
 
 

@@ -84,7 +84,7 @@ def test_inner_steps_are_chosen_on_validation_episodes_and_used_for_the_test(tin
     best = max(row["mean_accuracy"] for row in selection["candidates"])
     assert selection["chosen"] == min(row["inner_steps_eval"] for row in selection["candidates"]
                                       if row["mean_accuracy"] == best)
-    written = json.loads((run / "eval" / "inner-steps_val_3way_1shot.json").read_text())
+    written = json.loads((run / "eval" / "selection" / "inner-steps_val_3way_1shot.json").read_text())
     assert written["chosen"] == selection["chosen"] and len(written["source"]["git_commit"]) == 40
     # The command chooses on val, then writes the test file with the chosen count.
     assert evaluate_main(["--run", str(run), "--select-steps", "0,1,3", "--select-episodes", "6", "--device", "cpu",
