@@ -101,7 +101,8 @@ def trained_label(shots: int | None) -> str:
 
 
 def _adapt_text(row: Row) -> str:
-    return (row.key.adapt or "?") + (", first-order" if row.key.first_order else "")
+    return ((row.key.adapt or "?") + (", first-order" if row.key.first_order else "")
+            + (", shared head" if row.key.head_init == "shared" else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +421,7 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def results_csv_header(table: ResultsTable) -> list[str]:
-    header = ["dataset", "backbone", "conv", "atoms", "group_size", "adapt", "first_order"]
+    header = ["dataset", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "head_init"]
     for k in table.shots:
         p = f"acc_{table.ways}way_{k}shot"
         header += [f"{p}_mean_pct", f"{p}_ci95_pct", f"{p}_episodes", f"{p}_status",
@@ -442,7 +443,7 @@ def render_results_csv(table: ResultsTable) -> str:
             k_.dataset or "", k_.backbone or "", k_.conv or "",
             "" if k_.atoms is None else k_.atoms,
             "" if k_.group_size is None else k_.group_size,
-            k_.adapt or "", str(k_.first_order).lower(),
+            k_.adapt or "", str(k_.first_order).lower(), k_.head_init,
         ]
         all_notes = list(row.notes)
         for k in table.shots:

@@ -84,6 +84,7 @@ class RunIdentity:
     first_order: bool = False
     ways: int | None = None
     shots: int | None = None
+    head_init: str = "per-class"  # runs from before head_init was a choice started per class
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in IDENTITY_FIELDS}
@@ -525,6 +526,7 @@ def _resolve_identity(rec: RunRecord) -> RunIdentity:
     if not is_acdc_conv(values["conv"]):
         values["group_size"] = None
     values["first_order"] = bool(values["first_order"])
+    values["head_init"] = values["head_init"] or "per-class"
     return RunIdentity(**values)
 
 

@@ -106,11 +106,12 @@ class RowKey:
     group_size: int | None
     adapt: str | None
     first_order: bool
+    head_init: str = "per-class"
 
     @classmethod
     def from_run(cls, run: RunRecord) -> "RowKey":
         i = run.identity
-        return cls(i.dataset, i.backbone, i.conv, i.atoms, i.group_size, i.adapt, i.first_order)
+        return cls(i.dataset, i.backbone, i.conv, i.atoms, i.group_size, i.adapt, i.first_order, i.head_init)
 
     @property
     def depth(self) -> int | None:
@@ -146,7 +147,7 @@ class RowKey:
         parts = [self.backbone_label, self.method_label]
         if not self.is_decomposed and self.conv not in (None, "standard"):
             parts[-1] += f" ({self.conv})"
-        parts.append(f"adapt {self.adapt}")
+        parts.append(f"adapt {self.adapt}" + (", shared head" if self.head_init == "shared" else ""))
         return " · ".join(parts)
 
     def sort_key(self) -> tuple:
@@ -164,6 +165,7 @@ class RowKey:
             self.adapt != "all",
             self.adapt or "",
             self.first_order,
+            self.head_init,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +177,7 @@ class RowKey:
             "group_size": self.group_size,
             "adapt": self.adapt,
             "first_order": self.first_order,
+            "head_init": self.head_init,
             "label": self.label,
             "method": self.method_label,
         }

@@ -116,7 +116,8 @@ def _mapping(data: Any, path: object) -> Mapping[str, Any]:
 
 #: What a run trained, as summary.json records it (the results module also reads these from
 #: config.yaml, for runs without a summary).
-SUMMARY_IDENTITY = ("dataset", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "ways", "shots")
+SUMMARY_IDENTITY = ("dataset", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "ways", "shots",
+                    "head_init")
 #: What a run cost, as summary.json records it.
 SUMMARY_COSTS = ("total_parameters", "adapted_parameters", "seconds_per_meta_step", "peak_memory_mb")
 
@@ -134,6 +135,7 @@ class TrainingSummary:
     group_size: Optional[int] = None
     adapt: Optional[str] = None
     first_order: Optional[bool] = None
+    head_init: Optional[str] = None
     dataset: Optional[str] = None
     ways: Optional[int] = None
     shots: Optional[int] = None
@@ -152,7 +154,7 @@ class TrainingSummary:
     status: str = field(default="finished", init=False)
 
     _KINDS = {"backbone": "str", "conv": "str", "atoms": "int", "group_size": "int", "adapt": "str",
-              "first_order": "bool", "dataset": "str", "ways": "int", "shots": "int", "image_size": "int",
+              "first_order": "bool", "head_init": "str", "dataset": "str", "ways": "int", "shots": "int", "image_size": "int",
               "iterations": "int", "seed": "int", "total_parameters": "int", "adapted_parameters": "int",
               "seconds_per_meta_step": "number", "peak_memory_mb": "number", "best_val_accuracy": "number",
               "best_iteration": "int", "device": "str", "config_changes": "list", "world_size": "int"}

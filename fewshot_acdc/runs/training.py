@@ -297,7 +297,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     summary = TrainingSummary(
         backbone=config.backbone, conv=config.conv, atoms=config.atoms,
         group_size=config.group_size, adapt=config.adapt, first_order=config.first_order,
-        dataset=config.dataset, ways=config.ways, shots=config.shots, image_size=config.image_size,
+        head_init=config.head_init, dataset=config.dataset, ways=config.ways, shots=config.shots, image_size=config.image_size,
         iterations=config.iterations, seed=config.seed,
         total_parameters=sum(p.numel() for p in model.parameters()),
         adapted_parameters=maml.adapted_parameter_count,

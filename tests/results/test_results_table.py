@@ -173,3 +173,15 @@ def test_stored_statistic_mismatch_is_a_cell_note(make_run, eval_payload, tmp_pa
     [row] = table_of(tmp_path).rows
     assert row.cell(1).mean == pytest.approx(0.5)
     assert any("stored mean_accuracy 0.9000" in n for n in row.cell(1).notes)
+
+
+def test_a_shared_head_run_is_its_own_row_and_old_runs_count_as_per_class(make_run, tmp_path):
+    make_run("per-class", evals={"test_5way_1shot.json": [0.4, 0.5]})  # no head_init: written before it existed
+    make_run("shared", summary_extra={"head_init": "shared"}, evals={"test_5way_1shot.json": [0.7, 0.8]})
+    table = table_of(tmp_path)
+    rows = {row.key.head_init: row for row in table.rows}
+    assert set(rows) == {"per-class", "shared"}
+    assert rows["shared"].cell(1).mean == pytest.approx(0.75) and rows["per-class"].cell(1).mean == pytest.approx(0.45)
+    assert rows["shared"].key.label.endswith("adapt all, shared head")
+    assert "shared head" not in rows["per-class"].key.label
+    assert table.problems == []

@@ -14,7 +14,7 @@ from fewshot_acdc.runs.record import (BenchmarkRecord, EvaluationContext, Evalua
                                       TrainingFailure, TrainingSummary, mean_ci95, read_summary)
 
 # The keys the writers have always written, in their order (docs/run_directory.md).
-SUMMARY_KEYS = ["status", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "dataset", "ways",
+SUMMARY_KEYS = ["status", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "head_init", "dataset", "ways",
                 "shots", "image_size", "iterations", "seed", "total_parameters", "adapted_parameters",
                 "seconds_per_meta_step", "peak_memory_mb", "best_val_accuracy", "best_iteration", "device",
                 "config_changes", "world_size"]
@@ -97,7 +97,8 @@ def test_old_files_read_with_documented_defaults():
     assert evaluation.ci95 == pytest.approx(mean_ci95(OLD_EVAL["per_episode_accuracy"])[1])
     summary = TrainingSummary.from_json(OLD_SUMMARY, "summary.json")
     assert summary.config_changes == () and summary.world_size == 1 and summary.group_size is None
-    assert summary.to_json() == {**OLD_SUMMARY, "config_changes": [], "world_size": 1}
+    assert summary.head_init is None  # before it was recorded: per class (fewshot_acdc.results reads it so)
+    assert summary.to_json() == {**OLD_SUMMARY, "config_changes": [], "world_size": 1, "head_init": None}
     assert TrainingFailure.from_json({"status": "failed", "error": "boom", "iteration": 12}).world_size == 1
     benchmark = BenchmarkRecord.from_json(OLD_BENCHMARK)
     assert benchmark.per_run_error_rate == (0.2, 0.3) and benchmark.context == EvaluationContext()
