@@ -118,8 +118,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def process_rates(model, scope: str, shots: int, sequential: list, world_sizes, args, backbone: str, conv: str) -> list:
-    """Episodes/s of the same episodes split across each world size's gloo processes (CPU only)."""
+def process_rates(model, scope: str, shots: int, sequential: dict, world_sizes, args, backbone: str, conv: str) -> list:
+    """Episodes/s of the same episodes split across each world size's gloo processes (CPU only);
+    ``sequential``: ``{"rate": episodes/s, "accuracies": [...]}`` of one process on them."""
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch) / "model.pt"

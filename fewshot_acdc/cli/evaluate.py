@@ -6,6 +6,7 @@ accuracies) into the run directory; ``--benchmark omniglot-all-runs`` scores Lak
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Optional, Sequence
 
@@ -22,7 +23,6 @@ def _step_counts(text: str):
     except ValueError:
         counts = []
     if not counts or min(counts) < 0:
-        import argparse
         raise argparse.ArgumentTypeError(f"{text!r}: give inner step counts >= 0 separated by commas, e.g. 1,3,5,10")
     return counts
 

@@ -20,13 +20,15 @@ from .distributed import SINGLE_PROCESS, ProcessGroup
 from .record import BenchmarkRecord, EvaluationContext, EvaluationRecord, mean_ci95
 
 
-def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: Optional[int] = 1) -> List[float]:
+def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: Optional[int] = 1,
+                   steps: Optional[int] = None) -> List[float]:
     """Query accuracy after adaptation for each episode (no second-order graph, no_grad scoring),
-    in order. ``batch_size`` episodes are adapted together (:meth:`MAML.evaluate_episodes`;
-    ``None``: its default, 1 on a CPU, a memory-bounded stack on a GPU). Episodes are drawn from
-    ``episodes`` one stack at a time, so a progress bar wrapped around it still advances."""
+    in order, after ``steps`` inner steps (default: the engine's ``inner_steps_eval``).
+    ``batch_size`` episodes are adapted together (:meth:`MAML.evaluate_episodes`; ``None``: its
+    default, 1 on a CPU, a memory-bounded stack on a GPU). Episodes are drawn from ``episodes``
+    one stack at a time, so a progress bar wrapped around it still advances."""
     if batch_size == 1:
-        return [maml.evaluate_episode(episode.to(device))[1] for episode in episodes]
+        return [maml.evaluate_episode(episode.to(device), steps)[1] for episode in episodes]
     iterator = iter(episodes)
     accuracies: List[float] = []
     size = batch_size
@@ -42,21 +44,22 @@ def score_episodes(maml, episodes: Iterable, device: torch.device, batch_size: O
         if not stack:
             return accuracies
         accuracies += [accuracy for _, accuracy in
-                       maml.evaluate_episodes([episode.to(device) for episode in stack], batch_size=size)]
+                       maml.evaluate_episodes([episode.to(device) for episode in stack], steps, batch_size=size)]
 
 
 def score_episode_set(maml, episodes: Sequence, device: torch.device, batch_size: Optional[int],
                       group: ProcessGroup = SINGLE_PROCESS,
-                      around: Callable[[Iterable], Iterable] = lambda items: items) -> List[float]:
+                      around: Callable[[Iterable], Iterable] = lambda items: items,
+                      steps: Optional[int] = None) -> List[float]:
     """:func:`score_episodes` of a fixed, indexable episode set, split across the ranks of
     ``group``: each rank scores its contiguous share and the accuracies are gathered in episode
     order, so every rank returns the list one process would (episodes are scored independently
     of each other). ``around(episodes)``: what this rank's episodes pass through (a progress
     bar, fault points)."""
     if not group.is_distributed:
-        return score_episodes(maml, around(episodes), device, batch_size)
+        return score_episodes(maml, around(episodes), device, batch_size, steps)
     share = group.share(len(episodes))
-    local = score_episodes(maml, around(episodes[index] for index in share), device, batch_size) if share else []
+    local = score_episodes(maml, around(episodes[index] for index in share), device, batch_size, steps) if share else []
     return group.gather_in_order(local)
 
 
@@ -146,7 +149,7 @@ def evaluate_run(
     writes the files, equal to one process's."""
     if ways is not None and ways < 2:  # every query would carry the one label
         raise ValueError(f"--ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
-    from .data import evaluation_episodes, open_split
+    from .data import open_split
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
@@ -163,11 +166,7 @@ def evaluate_run(
     results = []
     for shot_count in shots or (config.shots,):
         count = episodes or config.test_episodes
-        if not distributed.is_main:  # rank 0 draws and saves a missing episode set, the others read it
-            distributed.barrier()
-        episode_set = evaluation_episodes(config, dataset, ways, shot_count, count, split=split)
-        if distributed.is_main:
-            distributed.barrier()
+        episode_set = _shared_episode_set(config, dataset, ways, shot_count, count, split, distributed)
         around = lambda items: items  # noqa: E731
         if progress and distributed.is_main:
             from tqdm import tqdm
@@ -186,6 +185,18 @@ def evaluate_run(
     return results
 
 
+def _shared_episode_set(config, dataset, ways: int, shots: int, count: int, split: str, distributed: ProcessGroup):
+    """The saved fixed episode set, the same on every rank: rank 0 draws and saves a missing one,
+    the others wait for it and read it."""
+    from .data import evaluation_episodes
+    if not distributed.is_main:
+        distributed.barrier()
+    episode_set = evaluation_episodes(config, dataset, ways, shots, count, split=split)
+    if distributed.is_main:
+        distributed.barrier()
+    return episode_set
+
+
 def select_inner_steps(
     run_dir: Union[str, Path],
     candidates: Sequence[int],
@@ -202,13 +213,13 @@ def select_inner_steps(
 
     Scores ``checkpoint`` on the same fixed ``ways``-way ``shots``-shot validation episodes with
     each of ``candidates`` steps and picks the most accurate (the fewest steps on a tie). Writes
-    ``eval/selection/inner-steps_val_<ways>way_<shots>shot.json`` (beside, not among, the
-    eval files the results module reads) (each candidate's mean and 95% CI, the
-    choice) and returns its contents; ``chosen`` is what to pass as ``inner_steps_eval`` to the
+    ``eval/selection/inner-steps_val_<ways>way_<shots>shot.json`` with each candidate's mean and
+    95% CI and the choice (a sub-folder: not among the eval files the results module reads), and
+    returns its contents; ``chosen`` is what to pass as ``inner_steps_eval`` to the
     test evaluation. Adaptation from the same start with more steps is not monotone (the inner
     step size was meta-learned for the training steps), hence measured, not assumed.
     """
-    from .data import evaluation_episodes, open_split
+    from .data import open_split
     steps = sorted(set(int(step) for step in candidates))
     if not steps or steps[0] < 0:
         raise ValueError(f"candidates must be inner step counts >= 0, got {list(candidates)!r}")
@@ -223,15 +234,11 @@ def select_inner_steps(
     config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
     ways = ways or config.ways
     maml = evaluation_maml(config, model, state, ways)
-    if not distributed.is_main:
-        distributed.barrier()
-    episode_set = evaluation_episodes(config, dataset, ways, shots, episodes, split="val")
-    if distributed.is_main:
-        distributed.barrier()
+    episode_set = _shared_episode_set(config, dataset, ways, shots, episodes, "val", distributed)
     scored = []
     for step in steps:
-        maml.inner_steps_eval = step
-        mean, ci95, _ = mean_ci95(score_episode_set(maml, episode_set, torch_device, config.eval_batch, distributed))
+        mean, ci95, _ = mean_ci95(score_episode_set(maml, episode_set, torch_device, config.eval_batch, distributed,
+                                                    steps=step))
         scored.append({"inner_steps_eval": step, "mean_accuracy": mean, "ci95": ci95})
     chosen = max(scored, key=lambda row: (row["mean_accuracy"], -row["inner_steps_eval"]))["inner_steps_eval"]
     selection = {"split": "val", "ways": ways, "shots": shots, "episodes": len(episode_set),
