@@ -15,10 +15,10 @@ from typing import Any, Dict, Mapping, Optional, Union, get_args, get_origin, ge
 import yaml
 
 from .utils import closest_name as _closest
-from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KINDS,
-                         DEFAULT_INNER_STEPS, DEFAULT_INNER_STEPS_EVAL, HEAD_INITS,
+from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KIND_TABLE, CONV_KINDS,
+                         DEFAULT_CONV_SIZE, DEFAULT_INNER_STEPS, DEFAULT_INNER_STEPS_EVAL, HEAD_INITS,
                          LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLE_HOLDERS, SCOPE_TABLE,
-                         check_role_learning_rates, conv_for_acdc, conv_kind)
+                         SIZE_KEYS, check_role_learning_rates, conv_for_acdc, conv_kind, conv_size)
 
 # The `--acdc` alias's values (kept for the CLI and for configs saved before `conv` was the one key).
 ACDC_KINDS = ACDC_SHARINGS
@@ -38,9 +38,12 @@ class TrainConfig:
     conv: str = "acdc-net"            # conv kind: standard | acdc-net | acdc-block | acdc-layer | acdc-g-* |
                                       # basis | dcf | repeat-net | repeat-block | repeat-layer (fewshot_acdc.vocabulary).
                                       # `acdc: net` (the --acdc alias, older configs) means conv: acdc-net
-    atoms: int = 8                    # the conv kind's size: dictionary atoms m per layer (per group when
-                                      # grouped); DCF's Fourier-Bessel atoms K, BasisConv's rank r,
-                                      # repetition's base width b
+    # The conv kind's size, each kind's under its own name (give the one of `conv`; 8 when not given,
+    # fewshot_acdc.vocabulary.DEFAULT_CONV_SIZE). TrainConfig.size is the one that applies.
+    atoms: Optional[int] = None       # ACDC: dictionary atoms m per layer (per group when grouped)
+    rank: Optional[int] = None        # basis: BasisConv's rank r (basis filters per layer)
+    bessel_atoms: Optional[int] = None  # dcf: Fourier-Bessel atoms K per layer
+    base_width: Optional[int] = None  # repeat-*: learnable repetition's base width b
     group_size: Optional[int] = None  # channels per group s, only for g-net / g-block / g-layer
     atom_drop: float = 0.1            # the paper's atom-drop rate; 0 turns it off
     # MAML
@@ -95,7 +98,17 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        kind = conv_kind(self.conv) if self.conv in CONV_KINDS else None
+        if kind is not None and kind.size_key is not None and getattr(self, kind.size_key) is None:
+            object.__setattr__(self, kind.size_key, DEFAULT_CONV_SIZE)  # the kind's size, filled in once
         _validate(self)
+
+    @property
+    def size(self) -> Optional[int]:
+        """The conv kind's size (ACDC atoms m, BasisConv rank r, DCF Fourier-Bessel atoms K,
+        repetition base width b: the field :attr:`ConvKind.size_key` names); None for standard."""
+        key = conv_kind(self.conv).size_key
+        return None if key is None else getattr(self, key)
 
     @property
     def conv_name(self) -> str:
@@ -105,13 +118,13 @@ class TrainConfig:
         return kind.acdc_sharing if kind.is_acdc or kind.family == "standard" else kind.name
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, but of the size settings only the conv kind's own (the others are unset)."""
+        return {key: value for key, value in dataclasses.asdict(self).items()
+                if not (key in SIZE_KEYS and value is None)}
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        values = self.to_dict()
-        if "acdc" in changes:  # the alias names the kind anew
-            del values["conv"]
-        return load_config(None, {**values, **changes})
+        """A copy with ``changes``; a change of conv kind drops a size the new kind does not take."""
+        return _build(self.to_dict(), changes, "the config")
 
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
@@ -119,7 +132,7 @@ _CHOICES = {"backbone": BACKBONES, "conv": CONV_KINDS, "adapt": ADAPT_SCOPES, "d
             "device": DEVICES, "task_batching": TASK_BATCHING, "learn_inner_lr": LEARNED_STEP_SIZES,
             "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES, "head_init": HEAD_INITS,
             "omniglot_background": OMNIGLOT_BACKGROUNDS}
-_POSITIVE = ("atoms", "inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
+_POSITIVE = ("inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
              "image_size", "log_every", "val_every", "val_episodes", "test_episodes")
 _NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed")
 
@@ -132,6 +145,13 @@ def _validate(config: TrainConfig) -> None:
     for key in _POSITIVE:
         if getattr(config, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(config, key)}")
+    kind = conv_kind(config.conv)
+    try:
+        conv_size(kind, {key: getattr(config, key) for key in SIZE_KEYS})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.size is not None and config.size < 1:
+        raise ConfigError(f"{kind.size_key} ({kind.size_knob}) must be >= 1, got {config.size}")
     for key in _NON_NEGATIVE:
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
@@ -159,7 +179,6 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"head_init 'shared' starts every class from the same row, which only the inner loop "
                           f"can tell apart, but adapt {config.adapt!r} leaves the head fixed; use adapt "
                           f"{config.adapt}+head (or all), or head_init per-class")
-    kind = conv_kind(config.conv)
     if kind.grouped and config.group_size is None:
         raise ConfigError(f"conv {kind.name!r} needs group_size (channels per group, e.g. 32 or 64)")
     if not kind.grouped and config.group_size is not None:
@@ -244,14 +263,42 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         values.update(loaded)
-    # acdc (an alias) and conv both name the conv kind: each source is read in conv terms, then a
-    # later source (the overrides) replaces what the earlier one (the file) said.
-    values = {**_conv_from_alias(values, f"config file {path}"),
-              **_conv_from_alias(dict(overrides or {}), "the overrides")}
+    return _build(values, overrides or {}, f"config file {path}" if path is not None else "the values")
+
+
+def load_saved_config(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """A run's saved ``config.yaml`` (any version of it, see :func:`canonical_values`) + overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: not a run directory's config")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"saved config {path} is not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"saved config {path} must hold a mapping of keys to values")
+    return _build(canonical_values(loaded), overrides or {}, f"saved config {path}")
+
+
+def _build(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str) -> TrainConfig:
+    """``base`` (a file's values) with ``overrides`` on top -> a validated config.
+
+    acdc (an alias) and conv both name the conv kind: each source is read in conv terms, then the
+    overrides replace what the base said. When the overrides name the conv kind, a size setting
+    of the base that the new kind does not take is dropped (it sized the base's kind: a grid's
+    file may give ``atoms`` for cells that override ``conv`` to ``basis``); one that the same
+    source gives for another kind is an error.
+    """
+    base = _conv_from_alias(dict(base), where)
+    overrides = _conv_from_alias(dict(overrides), "the overrides")
+    if "conv" in overrides and overrides["conv"] in CONV_KINDS:
+        own = conv_kind(overrides["conv"]).size_key
+        base = {key: value for key, value in base.items() if key not in SIZE_KEYS or key == own}
+    values = {**base, **overrides}
     unknown = [key for key in values if key not in CONFIG_KEYS]
     if unknown:
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError("; ".join(f"unknown config key {key!r}{where}{_closest(key, CONFIG_KEYS)}" for key in unknown))
+        place = f" in {where}" if where.startswith(("config file", "saved config")) else ""
+        raise ConfigError("; ".join(f"unknown config key {key!r}{place}{_closest(key, CONFIG_KEYS)}" for key in unknown))
     hints = get_type_hints(TrainConfig)
     return TrainConfig(**{key: _coerce(key, value, hints[key]) for key, value in values.items()})
 
@@ -278,8 +325,21 @@ def _conv_from_alias(values: Dict[str, Any], source: str) -> Dict[str, Any]:
 
 
 def canonical_values(values: Mapping[str, Any]) -> Dict[str, Any]:
-    """A saved config mapping (e.g. a checkpoint's) in today's keys: ``acdc`` turned into ``conv``."""
-    return _conv_from_alias(dict(values), "the saved config")
+    """A saved config mapping (a run's config.yaml, a checkpoint's) in today's keys: ``acdc``
+    turned into ``conv`` (and dropped as ``none`` beside a non-ACDC ``conv``, as configs that
+    held both keys wrote it); ``atoms``, which sized every kind before each had its own name, moved
+    to the kind's size key (``rank``, ``bessel_atoms``, ``base_width``), or dropped for
+    standard convolutions (where it meant nothing)."""
+    values = dict(values)
+    if values.get("acdc") == "none" and values.get("conv") not in (None, "standard"):
+        del values["acdc"]  # configs that held both keys wrote `acdc: none` beside a non-ACDC conv
+    values = _conv_from_alias(values, "the saved config")
+    kind = CONV_KIND_TABLE.get(values.get("conv", TrainConfig.conv))
+    if kind is not None and kind.size_key != "atoms" and "atoms" in values:
+        atoms = values.pop("atoms")
+        if kind.size_key is not None and values.get(kind.size_key) is None:
+            values[kind.size_key] = atoms
+    return values
 
 
 def save_config(config: TrainConfig, path: Union[str, Path]) -> None:

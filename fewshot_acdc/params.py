@@ -1,4 +1,5 @@
-"""Parameter accounting: ``python -m fewshot_acdc.params --backbone resnet18 --acdc net --atoms 8``.
+"""Parameter accounting: ``python -m fewshot_acdc.params --backbone resnet18 --acdc net --atoms 8``
+(``--conv basis --rank 16``, ``--conv dcf --bessel-atoms 6``, ``--conv repeat-net --base-width 32``).
 
 Prints the total and a breakdown by role (shared coefficients, atoms, BN, head, other convs) and,
 for each MAML inner-loop scope, how many parameters are adapted per task. ``--conv`` names any
@@ -18,7 +19,8 @@ from torch import nn
 from .meta.scopes import KIND_SCOPES, SCOPES, adapted_parameter_names
 from .models import create_backbone, list_backbones
 from .nn import CONV_KINDS, ROLES, BasisConv2d, ConvSpec, DCFConv2d, parameter_roles
-from .vocabulary import ACDC_SHARINGS, conv_for_acdc, conv_kind
+from .cli.common import add_size_flags
+from .vocabulary import ACDC_SHARINGS, DEFAULT_CONV_SIZE, SIZE_KEYS, conv_for_acdc, conv_kind
 
 
 def fixed_basis_count(model: nn.Module) -> int:
@@ -45,12 +47,12 @@ def parameter_report(model: nn.Module) -> Dict[str, object]:
             "fixed_bases": fixed_basis_count(model)}
 
 
-def few_shot_table(atoms: int = 8, classes: int = 5) -> str:
+def few_shot_table(atoms: int = DEFAULT_CONV_SIZE, classes: int = 5) -> str:
     """Markdown table: parameters and parameters adapted per task (scopes all / atoms)."""
     lines = ["| backbone | conv | total | adapted: all | adapted: atoms |", "|---|---|---:|---:|---:|"]
     for acdc in ("none", "net", "block"):
         for backbone in ("conv4", "resnet10", "resnet18", "resnet34"):
-            report = parameter_report(create_backbone(backbone, conv_for_acdc(acdc), atoms=atoms, num_classes=classes))
+            report = parameter_report(create_backbone(backbone, ConvSpec(conv_for_acdc(acdc), atoms), num_classes=classes))
             adapted = report["adapted_per_task"]
             atoms_cell = "n/a" if adapted["atoms"] is None else f"{adapted['atoms']:,}"
             lines.append(f"| {backbone} | {conv_for_acdc(acdc)} | {report['total']:,} | {adapted['all']:,} | {atoms_cell} |")
@@ -60,19 +62,20 @@ def few_shot_table(atoms: int = 8, classes: int = 5) -> str:
 KINDS_TABLE_KINDS = ("standard", "acdc-net", "basis", "dcf", "repeat-net", "repeat-block", "repeat-layer")
 
 
-def conv_kinds_table(atoms: int = 8, classes: int = 5, backbones=("conv4", "resnet10", "resnet18", "resnet34"),
+def conv_kinds_table(size: int = DEFAULT_CONV_SIZE, classes: int = 5, backbones=("conv4", "resnet10", "resnet18", "resnet34"),
                      kinds=KINDS_TABLE_KINDS) -> str:
     """Markdown table: trainable and fixed parameters, and parameters adapted per task by each
-    kind's own small-part scope (``atoms``, ``coefficients``, ``combination``, ``scales``)."""
+    kind's own small-part scope (``atoms``, ``coefficients``, ``combination``, ``scales``), every
+    decomposed kind at ``size`` (its atoms, rank, Fourier-Bessel atoms or base width)."""
     lines = ["| backbone | conv | trainable | fixed bases | adapted: all | small-part scope | adapted: small part |",
              "|---|---|---:|---:|---:|---|---:|"]
     for kind in kinds:
         scope = KIND_SCOPES.get(ConvSpec(kind).family)
         for backbone in backbones:
             try:
-                report = parameter_report(create_backbone(backbone, kind, atoms=atoms, num_classes=classes))
+                report = parameter_report(create_backbone(backbone, ConvSpec(kind, size), num_classes=classes))
             except ValueError:  # e.g. dcf with more atoms than a 3x3 kernel has
-                lines.append(f"| {backbone} | {kind} | not available with atoms={atoms} | | | | |")
+                lines.append(f"| {backbone} | {kind} | not available with {conv_kind(kind).size_key}={size} | | | | |")
                 continue
             adapted = report["adapted_per_task"]
             small = "n/a" if scope is None else f"{adapted[scope]:,}"
@@ -93,8 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--acdc", default="net", help=f"one of: {', '.join(ACDC_SHARINGS)}")
     parser.add_argument("--conv", default=None, choices=CONV_KINDS,
                         help="conv kind; overrides --acdc (basis, dcf, repeat-net, repeat-block, repeat-layer ...)")
-    parser.add_argument("--atoms", type=int, default=8,
-                        help="ACDC atoms m; DCF Fourier-Bessel atoms K; BasisConv rank r; repetition base width b")
+    add_size_flags(parser)
     parser.add_argument("--group-size", type=int, default=None)
     parser.add_argument("--classes", type=int, default=5, help="outputs of the linear head")
     parser.add_argument("--image-size", type=int, default=84, help="only Conv4's head depends on it")
@@ -105,25 +107,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--kinds-table", action="store_true",
                         help="print the Markdown table of the few-shot backbones x conv kinds (docs/conv_kinds.md)")
     args = parser.parse_args(argv)
-    if args.table:
-        print(few_shot_table(args.atoms, args.classes))
-        return 0
-    if args.kinds_table:
-        print(conv_kinds_table(args.atoms, args.classes))
+    sizes = {key: getattr(args, key) for key in SIZE_KEYS}
+    if args.table or args.kinds_table:  # tables over kinds: one size for all of them
+        given = [value for value in sizes.values() if value is not None]
+        if len(given) > 1:
+            parser.error("the tables size every kind alike: give one of " + ", ".join(f"--{k.replace('_', '-')}" for k in SIZE_KEYS))
+        size = given[0] if given else DEFAULT_CONV_SIZE
+        print(few_shot_table(size, args.classes) if args.table else conv_kinds_table(size, args.classes))
         return 0
     try:
         kind = args.conv if args.conv is not None else conv_for_acdc(args.acdc)
-        model = create_backbone(args.backbone, kind, atoms=args.atoms, group_size=args.group_size,
-                                num_classes=args.classes, image_size=args.image_size, in_channels=args.in_channels)
+        spec = ConvSpec.sized(kind, group_size=args.group_size, **sizes)
+        model = create_backbone(args.backbone, spec, num_classes=args.classes, image_size=args.image_size,
+                                in_channels=args.in_channels)
     except ValueError as error:
         parser.error(str(error))
     report = parameter_report(model)
-    report = {"backbone": args.backbone, "conv": kind, "atoms": args.atoms,
+    size_key = conv_kind(kind).size_key
+    report = {"backbone": args.backbone, "conv": kind, "size_key": size_key, "size": spec.size,
               "group_size": args.group_size, "classes": args.classes, **report}
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{args.backbone}, conv {report['conv']}, atoms {args.atoms}, group size {args.group_size}, "
+    sized = f", {size_key} {spec.size}" if size_key else ""
+    print(f"{args.backbone}, conv {report['conv']}{sized}, group size {args.group_size}, "
           f"{args.classes} classes")
     print(f"  total parameters      {_format(report['total'])}")
     labels = {"coefficients": "ACDC/DCF coefficients", "atoms": "ACDC atoms", "combination": "basis combinations",

@@ -70,14 +70,18 @@ class ConvKind:
 
     ``family``: standard, acdc, basis, dcf or repeat. ``sharing``: which layers share the kind's
     shared tensor (ACDC coefficients, repetition base): net, block or layer; BasisConv and DCF
-    own everything per layer (``layer``); None for standard convolutions. ``size_knob``: what
-    the ``atoms`` setting sizes for this kind. ``roles``: the parameter roles its layers hold
-    besides the ordinary conv/norm/head ones (what a scope can select).
+    own everything per layer (``layer``); None for standard convolutions. ``size_key``: the name
+    of the kind's size setting (config key, ``create_backbone`` keyword, CLI flag): ``atoms``
+    (ACDC's m), ``rank`` (BasisConv's r), ``bessel_atoms`` (DCF's K), ``base_width``
+    (repetition's b), None for standard convolutions; ``size_knob`` says what it counts.
+    ``roles``: the parameter roles its layers hold besides the ordinary conv/norm/head ones (what a
+    scope can select).
     """
     name: str
     family: str
     sharing: Optional[str]
     grouped: bool
+    size_key: Optional[str]
     size_knob: Optional[str]
     roles: FrozenSet[str]
 
@@ -87,7 +91,7 @@ class ConvKind:
 
     @property
     def decomposed(self) -> bool:
-        """Every kind but standard: its ``atoms`` setting means something."""
+        """Every kind but standard: it has a size setting (:attr:`size_key`)."""
         return self.family != "standard"
 
     @property
@@ -101,19 +105,19 @@ class ConvKind:
 
 
 def _conv_kinds() -> Dict[str, ConvKind]:
-    kinds = [ConvKind("standard", "standard", None, False, None, frozenset())]
+    kinds = [ConvKind("standard", "standard", None, False, None, None, frozenset())]
     for grouped in (False, True):
         for sharing in ("net", "block", "layer"):
-            kinds.append(ConvKind(f"acdc-{'g-' if grouped else ''}{sharing}", "acdc", sharing, grouped,
-                                  "dictionary atoms m per layer" + (" (per group)" if grouped else ""),
+            kinds.append(ConvKind(f"acdc-{'g-' if grouped else ''}{sharing}", "acdc", sharing, grouped, "atoms",
+                                  "m dictionary atoms per layer" + (" and group" if grouped else ""),
                                   frozenset({"atoms", "coefficients"})))
-    kinds.append(ConvKind("basis", "basis", "layer", False, "rank r (basis filters per layer)",
+    kinds.append(ConvKind("basis", "basis", "layer", False, "rank", "r basis filters per layer",
                           frozenset({"combination"})))
-    kinds.append(ConvKind("dcf", "dcf", "layer", False, "number of Fourier-Bessel atoms K",
+    kinds.append(ConvKind("dcf", "dcf", "layer", False, "bessel_atoms", "K Fourier-Bessel atoms per layer",
                           frozenset({"coefficients"})))
     for sharing in ("net", "block", "layer"):
-        kinds.append(ConvKind(f"repeat-{sharing}", "repeat", sharing, False, "base channels b",
-                              frozenset({"base", "scales"})))
+        kinds.append(ConvKind(f"repeat-{sharing}", "repeat", sharing, False, "base_width",
+                              "b channels in the repeated base", frozenset({"base", "scales"})))
     return {kind.name: kind for kind in kinds}
 
 
@@ -121,6 +125,12 @@ CONV_KIND_TABLE: Dict[str, ConvKind] = _conv_kinds()
 CONV_KINDS = tuple(CONV_KIND_TABLE)
 # The values of the `--acdc` alias (older configs' `acdc` key): an ACDC sharing scope, or none.
 ACDC_SHARINGS = ("none",) + tuple(k.sharing_name for k in CONV_KIND_TABLE.values() if k.is_acdc)
+
+
+# The size settings of the decomposed kinds, each named for what it counts (ConvKind.size_key), and
+# the size a kind gets when its setting is not given.
+SIZE_KEYS = tuple(dict.fromkeys(k.size_key for k in CONV_KIND_TABLE.values() if k.size_key))
+DEFAULT_CONV_SIZE = 8
 
 
 def conv_kind(name: str) -> ConvKind:
@@ -135,6 +145,40 @@ def conv_for_acdc(sharing: str) -> str:
     if sharing not in ACDC_SHARINGS:
         raise ValueError(f"acdc: {sharing!r} is not one of {', '.join(ACDC_SHARINGS)}{closest_name(sharing, ACDC_SHARINGS)}")
     return "standard" if sharing == "none" else f"acdc-{sharing}"
+
+
+def kinds_sized_by(size_key: str) -> str:
+    """The conv kinds whose size setting is ``size_key``, in words (for error messages)."""
+    names = [k.name for k in CONV_KIND_TABLE.values() if k.size_key == size_key]
+    return names[0] if len(names) == 1 else f"{names[0].split('-', 1)[0]}-*"
+
+
+def conv_size(kind: Union[str, ConvKind], sizes: Mapping[str, Optional[int]]) -> Optional[int]:
+    """The size of conv kind ``kind`` from ``sizes`` (size key -> value or None, e.g. a config's or
+    ``create_backbone``'s keywords): the value under the kind's own key, :data:`DEFAULT_CONV_SIZE`
+    when it is not given, None for standard convolutions. ``ValueError`` when ``sizes`` gives a
+    key that does not size this kind (e.g. ``atoms`` for ``basis``, whose size is ``rank``) or an
+    unknown key; it names the right one.
+    """
+    kind = kind if isinstance(kind, ConvKind) else conv_kind(kind)
+    for key, value in sizes.items():
+        if key not in SIZE_KEYS:
+            raise ValueError(f"unknown size setting {key!r}{closest_name(key, SIZE_KEYS)}; "
+                             f"the conv kinds' sizes are {', '.join(SIZE_KEYS)}")
+        if value is not None and key != kind.size_key:
+            raise ValueError(size_mismatch(key, kind))
+    if kind.size_key is None:
+        return None
+    value = sizes.get(kind.size_key)
+    return DEFAULT_CONV_SIZE if value is None else value
+
+
+def size_mismatch(size_key: str, kind: ConvKind) -> str:
+    """Why ``size_key`` cannot size ``kind``, naming the setting that does."""
+    what = f"{size_key} is the size of {kinds_sized_by(size_key)} convolutions"
+    if kind.size_key is None:
+        return f"{what}; conv {kind.name!r} (plain convolutions) has no size setting: leave {size_key} out"
+    return f"{what}; conv {kind.name!r} is sized by {kind.size_key} ({kind.size_knob}): give {kind.size_key} instead"
 
 
 # ------------------------------------------------------------------------------------ scopes

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_acdc.config import CONFIG_KEYS, ConfigError, TrainConfig, load_config, save_config
+from fewshot_acdc.config import (CONFIG_KEYS, ConfigError, TrainConfig, canonical_values, load_config, load_saved_config,
+                                 save_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,9 +115,60 @@ def test_replace_switches_between_conv_and_acdc():
 
 
 def test_saved_conv_config_round_trips(tmp_path):
-    config = load_config(None, {"conv": "repeat-block", "atoms": 16, "adapt": "scales+head"})
+    config = load_config(None, {"conv": "repeat-block", "base_width": 16, "adapt": "scales+head"})
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+    assert "base_width: 16" in (tmp_path / "config.yaml").read_text()
+    assert not {"atoms", "rank", "bessel_atoms"} & set(config.to_dict())  # only the kind's own size is written
+
+
+@pytest.mark.parametrize("conv,key", [("acdc-net", "atoms"), ("acdc-g-block", "atoms"), ("basis", "rank"),
+                                      ("dcf", "bessel_atoms"), ("repeat-layer", "base_width")])
+def test_each_kind_is_sized_by_its_own_key(conv, key):
+    group = {"group_size": 32} if "-g-" in conv else {}
+    assert load_config(None, {"conv": conv, key: 6, **group}).size == 6
+    default = load_config(None, {"conv": conv, **group})
+    assert default.size == getattr(default, key) == 8
+    for other in {"atoms", "rank", "bessel_atoms", "base_width"} - {key}:
+        with pytest.raises(ConfigError, match=f"{other} is the size of .*conv '{conv}' is sized by {key} .*give {key} instead"):
+            load_config(None, {"conv": conv, other: 6, **group})
+
+
+def test_plain_convolutions_have_no_size():
+    assert load_config(None, {"conv": "standard"}).size is None
+    with pytest.raises(ConfigError, match="conv 'standard' \\(plain convolutions\\) has no size setting: leave atoms out"):
+        load_config(None, {"conv": "standard", "atoms": 8})
+    with pytest.raises(ConfigError, match="rank \\(r basis filters per layer\\) must be >= 1, got 0"):
+        load_config(None, {"conv": "basis", "rank": 0})
+
+
+def test_a_files_size_for_its_kind_is_dropped_when_the_overrides_change_the_kind(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("conv: acdc-net\natoms: 16\n")
+    assert load_config(base, {"conv": "basis"}).to_dict()["rank"] == 8  # the file's atoms sized ACDC
+    assert "atoms" not in load_config(base, {"acdc": "none"}).to_dict()
+    assert load_config(base, {"conv": "acdc-block"}).atoms == 16  # still the new kind's size
+    assert load_config(base, {"conv": "basis", "rank": 4}).size == 4
+    with pytest.raises(ConfigError, match="give rank instead"):  # the overrides' own: an error
+        load_config(base, {"conv": "basis", "atoms": 4})
+    base.write_text("conv: basis\natoms: 16\n")  # one source, another kind's size: an error
+    with pytest.raises(ConfigError, match="conv 'basis' is sized by rank"):
+        load_config(base)
+    assert load_config(None, {"conv": "acdc-net", "atoms": 4}).replace(conv="dcf").size == 8
+
+
+def test_saved_configs_from_before_each_kind_named_its_size_still_load(tmp_path):
+    # Before, `atoms` sized every kind (standard ones included) and `acdc` named ACDC kinds.
+    path = tmp_path / "config.yaml"
+    path.write_text("acdc: none\nconv: basis\natoms: 12\nadapt: combination\n")
+    assert load_saved_config(path).rank == 12
+    path.write_text("acdc: none\nconv: null\natoms: 8\n")
+    assert (load_saved_config(path).conv, load_saved_config(path).size) == ("standard", None)
+    path.write_text("acdc: net\nconv: null\natoms: 4\n")
+    assert load_saved_config(path, {"iterations": 7}).atoms == 4
+    assert canonical_values({"conv": "repeat-net", "atoms": 32}) == {"conv": "repeat-net", "base_width": 32}
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_saved_config(tmp_path / "missing.yaml")
 
 
 @pytest.mark.parametrize(

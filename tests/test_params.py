@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from fewshot_acdc.models import create_backbone
+from fewshot_acdc.nn import ConvSpec
 from fewshot_acdc.params import main, parameter_report
 
 # (backbone, kind, atoms m, group size s) -> size printed in Table 1, in parameters.
@@ -98,7 +99,7 @@ NOT_DERIVABLE = {
 
 
 def count(backbone, kind, atoms, group_size):
-    model = create_backbone(backbone, kind, atoms=atoms or 8, group_size=group_size, num_classes=10)
+    model = create_backbone(backbone, ConvSpec(kind, atoms, group_size), num_classes=10)
     return parameter_report(model)["total"]
 
 
@@ -175,7 +176,7 @@ RESNET18_CONVS = ([(64, 64)] * 4 + [(64, 128)] + [(128, 128)] * 3 + [(128, 256)]
 
 
 def test_basisconv_counts_combination_trainable_and_basis_fixed():
-    report = parameter_report(create_backbone("resnet18", "basis", atoms=16))
+    report = parameter_report(create_backbone("resnet18", "basis", rank=16))
     assert report["by_role"]["combination"] == sum(16 * c_out for _, c_out in RESNET18_CONVS)
     assert report["total"] == RESNET18_FIXED + sum(16 * c_out for _, c_out in RESNET18_CONVS)
     assert report["fixed_bases"] == sum(16 * c_in * 9 for c_in, _ in RESNET18_CONVS)
@@ -184,7 +185,7 @@ def test_basisconv_counts_combination_trainable_and_basis_fixed():
 
 
 def test_dcf_counts_per_layer_coefficients_and_fixed_atoms():
-    report = parameter_report(create_backbone("resnet18", "dcf", atoms=6))
+    report = parameter_report(create_backbone("resnet18", "dcf", bessel_atoms=6))
     coefficients = sum(6 * c_in * c_out for c_in, c_out in RESNET18_CONVS)
     assert report["total"] == RESNET18_FIXED + coefficients
     assert report["by_role"]["coefficients"] == report["adapted_per_task"]["coefficients"] == coefficients
@@ -196,20 +197,28 @@ def test_repetition_counts_bases_once_per_scope_and_scales_per_tile(kind):
     b = 32
     scales = sum(-(-c_out // b) * -(-c_in // b) for c_in, c_out in RESNET18_CONVS)
     bases = {"repeat-net": 1, "repeat-block": 4, "repeat-layer": 16}[kind] * b * b * 9
-    report = parameter_report(create_backbone("resnet18", kind, atoms=b))
+    report = parameter_report(create_backbone("resnet18", kind, base_width=b))
     assert report["by_role"]["scales"] == report["adapted_per_task"]["scales"] == scales
     assert report["by_role"]["base"] == bases
     assert report["total"] == RESNET18_FIXED + scales + bases and report["fixed_bases"] == 0
 
 
 def test_command_line_conv_flag(capsys):
-    assert main(["--backbone", "conv4", "--conv", "basis", "--atoms", "8", "--json"]) == 0
+    assert main(["--backbone", "conv4", "--conv", "basis", "--rank", "6", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["conv"] == "basis" and report["fixed_bases"] == 3 * 8 * 64 * 9
-    assert report["by_role"]["combination"] == 3 * 64 * 8
-    assert main(["--backbone", "conv4", "--conv", "repeat-net", "--atoms", "16"]) == 0
+    assert report["conv"] == "basis" and report["fixed_bases"] == 3 * 6 * 64 * 9
+    assert (report["size_key"], report["size"]) == ("rank", 6)
+    assert report["by_role"]["combination"] == 3 * 64 * 6
+    assert main(["--backbone", "conv4", "--conv", "repeat-net", "--base-width", "16"]) == 0
     out = capsys.readouterr().out
+    assert "base_width 16" in out
     assert "repetition scales" in out and "scales" in out and "combination" not in out
+
+
+def test_command_line_refuses_another_kinds_size_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["--backbone", "conv4", "--conv", "basis", "--atoms", "8"])
+    assert "atoms is the size of acdc-* convolutions; conv 'basis' is sized by rank" in capsys.readouterr().err
 
 
 def test_kinds_table_lists_every_new_kind(capsys):

@@ -10,6 +10,16 @@ import traceback
 from typing import List, NoReturn, Optional, Sequence
 
 from ..utils import closest_name
+from ..vocabulary import CONV_KIND_TABLE, DEFAULT_CONV_SIZE, SIZE_KEYS, kinds_sized_by
+
+
+def add_size_flags(parser) -> None:
+    """``--atoms``, ``--rank``, ``--bessel-atoms``, ``--base-width``: each conv kind's size under its
+    own name (fewshot_acdc.vocabulary.ConvKind.size_key), destinations = the config keys."""
+    for key in SIZE_KEYS:
+        knob = next(k.size_knob for k in CONV_KIND_TABLE.values() if k.size_key == key)
+        parser.add_argument("--" + key.replace("_", "-"), dest=key, type=int, metavar="N",
+                            help=f"{kinds_sized_by(key)}: {knob.split(' and ')[0]} (default {DEFAULT_CONV_SIZE})")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@ Examples::
     python run_maml.py --backbone resnet18 --acdc net                  # miniImageNet under data/miniimagenet
     python run_maml.py --config configs/closer_look_maml.yaml --backbone resnet34 --acdc net --shots 5
     python run_maml.py --resume runs/resnet18-net-all-5w1s-seed0 --iterations 80000
-    python run_maml.py --dataset builtin --backbone conv4 --conv basis --atoms 16 --adapt combination
+    python run_maml.py --dataset builtin --backbone conv4 --conv basis --rank 16 --adapt combination
     torchrun --standalone --nproc_per_node 4 run_maml.py --backbone resnet18 --acdc net   # data-parallel
 
 A YAML config is the base, flags override it, and the result is resolved once into one typed
@@ -22,7 +22,7 @@ from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS,
                       load_config)
 from ..vocabulary import BATCHNORM_CHOICES, HEAD_INITS, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLES
 from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
-from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
+from .common import USER_ERRORS, ArgumentParser, add_debug_flag, add_size_flags, report_error
 
 
 def parse_inner_lr(text: str):
@@ -39,7 +39,7 @@ def parse_inner_lr(text: str):
 
 # flag destination -> config key, for every flag that overrides a config value
 FLAG_KEYS = (
-    "backbone", "acdc", "conv", "atoms", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
+    "backbone", "acdc", "conv", "atoms", "rank", "bessel_atoms", "base_width", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
     "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "head_init", "meta_lr",
     "meta_lr_schedule", "meta_lr_min", "meta_batch", "first_order", "grad_clip",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
@@ -56,9 +56,7 @@ def build_parser() -> ArgumentParser:
     model.add_argument("--conv", choices=CONV_KINDS,
                        help="conv kind (instead of --acdc): standard, acdc-*, basis (BasisConv), dcf (fixed "
                             "Fourier-Bessel atoms), repeat-net/-block/-layer (learnable repetition)")
-    model.add_argument("--atoms", type=int,
-                       help="dictionary atoms per layer (m); for dcf the Fourier-Bessel atoms K, for basis the "
-                            "rank r, for repeat-* the base width b")
+    add_size_flags(model)
     model.add_argument("--group-size", type=int, help="channels per group (s), for g-net/g-block/g-layer")
     model.add_argument("--atom-drop", type=float, help="atom-drop probability p in [0, 1)")
     maml = parser.add_argument_group("MAML")

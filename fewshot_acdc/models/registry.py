@@ -1,4 +1,5 @@
-"""A small registry: ``create_backbone("resnet18", conv="acdc-net", atoms=8)``.
+"""A small registry: ``create_backbone("resnet18", conv="acdc-net", atoms=8)``,
+``create_backbone("resnet18", conv="basis", rank=16)``.
 
 Every backbone is built from one :class:`~fewshot_acdc.nn.ConvFactory`, so each name works with
 every conv kind; there is no model file per conv kind.
@@ -68,7 +69,10 @@ def create_backbone(
     name: str,
     conv: Union[str, ConvSpec] = "standard",
     *,
-    atoms: int = 8,
+    atoms: Optional[int] = None,
+    rank: Optional[int] = None,
+    bessel_atoms: Optional[int] = None,
+    base_width: Optional[int] = None,
     group_size: Optional[int] = None,
     atom_drop: float = 0.0,
     num_classes: int = 5,
@@ -82,7 +86,11 @@ def create_backbone(
         name: one of :func:`list_backbones` (``conv4``, ``resnet10``, ``resnet18``, ``resnet34``,
             ``resnet18-cifar``, ``vgg16``, ``wrn-40-4``).
         conv: a kind from :data:`~fewshot_acdc.nn.CONV_KINDS` or a ready :class:`ConvSpec`
-            (then ``atoms``/``group_size``/``atom_drop`` are ignored).
+            (then the size, ``group_size`` and ``atom_drop`` keywords are ignored).
+        atoms, rank, bessel_atoms, base_width: the size of the kind, under its own name (give
+            at most the one of ``conv``; default 8): ACDC's dictionary atoms m, BasisConv's rank
+            r, DCF's Fourier-Bessel atoms K, learnable repetition's base width b. Another kind's
+            name is a ValueError that names the right one.
         num_classes: outputs of the linear head (``ways`` for MAML).
         image_size: only Conv4 depends on it (its head sees flattened features); the ResNets,
             VGG and WRN pool globally and take any size.
@@ -93,7 +101,9 @@ def create_backbone(
         raise ValueError(
             f"unknown backbone {name!r}{closest_name(name, _BACKBONES)}; accepted: {', '.join(list_backbones())}"
         )
-    spec = conv if isinstance(conv, ConvSpec) else ConvSpec(conv, atoms, group_size, atom_drop)
+    spec = conv if isinstance(conv, ConvSpec) else ConvSpec.sized(
+        conv, group_size=group_size, atom_drop=atom_drop,
+        atoms=atoms, rank=rank, bessel_atoms=bessel_atoms, base_width=base_width)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     return _BACKBONES[name](ConvFactory(spec), num_classes, in_channels, image_size, track_running_stats)

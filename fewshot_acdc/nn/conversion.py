@@ -190,5 +190,5 @@ def convert_to_basisconv(
         setattr(model.get_submodule(parent_name) if parent_name else model, attribute, layer)
     report.total_relative_error = math.sqrt(error_squared / max(norm_squared, 1e-300))
     if hasattr(model, "conv_spec"):
-        model.conv_spec = ConvSpec("basis", atoms=max(report.ranks.values()))
+        model.conv_spec = ConvSpec("basis", size=max(report.ranks.values()))
     return model, report

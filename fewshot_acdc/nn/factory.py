@@ -15,19 +15,22 @@ kind                      coefficients
                           every group of every layer, channel shuffle after each layer
 ``acdc-g-block``          grouped, one tensor per block
 ``acdc-g-layer``          grouped, one tensor per layer (shared across its groups)
-``basis``                 BasisConv: ``atoms`` = rank ``r`` fixed random orthogonal filters
+``basis``                 BasisConv: ``rank`` ``r`` fixed random orthogonal filters
                           (a buffer) and a learned 1x1 combination (:mod:`.basis`)
-``dcf``                   DCF: per-layer coefficients on ``atoms`` = ``K`` fixed
+``dcf``                   DCF: per-layer coefficients on ``bessel_atoms`` ``K`` fixed
                           Fourier-Bessel atoms (:mod:`.dcf`)
 ``repeat-net``            learnable repetition: one ``(b, b, k, k)`` base tensor
-                          (``atoms`` = ``b``) for the network, tiled in every layer
+                          (``base_width`` ``b``) for the network, tiled in every layer
                           with per-tile learned scales (:mod:`.repetition`)
 ``repeat-block``          one base tensor per block
 ``repeat-layer``          one base tensor per layer
 ========================  ==========================================================
 
-``atoms`` is each kind's size knob: ACDC's ``m``, DCF's ``K``, BasisConv's rank ``r``,
-repetition's base width ``b``. ``atom_drop`` and ``shuffle`` only apply to the ACDC kinds.
+:attr:`ConvSpec.size` is the kind's size, which each kind names for what it counts
+(:attr:`~fewshot_acdc.vocabulary.ConvKind.size_key`): ACDC's ``atoms`` ``m``, BasisConv's
+``rank`` ``r``, DCF's ``bessel_atoms`` ``K``, repetition's ``base_width`` ``b``
+(``create_backbone`` and the config take those names). ``atom_drop`` and ``shuffle`` only apply
+to the ACDC kinds.
 
 Shared tensors live in a :class:`CoefficientBank` that the backbone registers *before* its
 layers, so ``named_parameters()`` names each one once as ``coefficient_bank.<scope>``
@@ -47,38 +50,56 @@ from .basis import BasisConv2d
 from .dcf import DCFConv2d
 from .repetition import RepeatedConv2d
 
-from ..vocabulary import CONV_KINDS, ConvKind, conv_kind
+from ..vocabulary import CONV_KINDS, DEFAULT_CONV_SIZE, ConvKind, conv_kind, conv_size
 
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """What kind of convolution a backbone gets. Validated at construction."""
+    """What kind of convolution a backbone gets. Validated at construction.
+
+    ``size`` is the kind's size (ACDC atoms m, BasisConv rank r, DCF Fourier-Bessel atoms K,
+    repetition base width b; :data:`~fewshot_acdc.vocabulary.DEFAULT_CONV_SIZE` when None), so
+    code that loops over kinds can size them alike; standard convolutions have none (it reads
+    None, as ``atom_drop`` means nothing to them). :meth:`sized` takes the size under the kind's
+    own name and refuses another kind's (``ConvSpec.sized("basis", rank=16)``).
+    """
 
     kind: str = "standard"
-    atoms: int = 8
+    size: Optional[int] = None
     group_size: Optional[int] = None
     atom_drop: float = 0.0
     shuffle: bool = True
 
     def __post_init__(self) -> None:
-        conv_kind(self.kind)  # unknown kinds: ValueError naming the closest
+        facts = conv_kind(self.kind)  # unknown kinds: ValueError naming the closest
+        if facts.size_key is None:  # plain convolutions have no size (as they have no atom drop)
+            object.__setattr__(self, "size", None)
+        elif self.size is None:
+            object.__setattr__(self, "size", DEFAULT_CONV_SIZE)
         if self.is_acdc:
             # Channel counts are checked per layer; here only the layer-independent values.
-            validate_acdc_arguments(1, 1, self.atoms, None, self.atom_drop)
+            validate_acdc_arguments(1, 1, self.size, None, self.atom_drop)
         elif self.family in ("basis", "dcf", "repeat"):
             # The upper limits depend on each layer's shape and are checked per layer.
-            if not isinstance(self.atoms, int) or isinstance(self.atoms, bool) or self.atoms < 1:
-                raise ValueError(f"atoms must be an integer >= 1 (for {self.kind}: the {self.facts.size_knob}), "
-                                 f"got {self.atoms!r}")
+            if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
+                raise ValueError(f"{facts.size_key} ({facts.size_knob}) must be an integer >= 1, got {self.size!r}")
         if self.grouped:
             if self.group_size is None:
                 raise ValueError(f"conv kind {self.kind!r} needs a group_size (channels per group)")
-            validate_acdc_arguments(self.group_size, self.group_size, self.atoms, self.group_size, self.atom_drop)
+            validate_acdc_arguments(self.group_size, self.group_size, self.size, self.group_size, self.atom_drop)
         elif self.group_size is not None:
             raise ValueError(
                 f"group_size={self.group_size} is only used by the grouped kinds "
                 f"(acdc-g-net, acdc-g-block, acdc-g-layer), not by {self.kind!r}"
             )
+
+    @classmethod
+    def sized(cls, kind: str, *, group_size: Optional[int] = None, atom_drop: float = 0.0, shuffle: bool = True,
+              **size: Optional[int]) -> "ConvSpec":
+        """``ConvSpec.sized("acdc-net", atoms=8)``, ``("basis", rank=16)``, ``("dcf", bessel_atoms=6)``,
+        ``("repeat-net", base_width=32)``: the size under the kind's own name (ValueError for
+        another kind's name, naming the right one)."""
+        return cls(kind, conv_size(kind, size), group_size, atom_drop, shuffle)
 
     @property
     def facts(self) -> ConvKind:
@@ -159,7 +180,7 @@ class ConvFactory:
         try:
             conv = ACDCConv2d(
                 in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                atoms=spec.atoms, group_size=spec.group_size, atom_drop=spec.atom_drop,
+                atoms=spec.size, group_size=spec.group_size, atom_drop=spec.atom_drop,
                 shuffle=spec.shuffle, shared_coefficients="deferred" if shared else None,
             )
         except ValueError as error:
@@ -171,17 +192,17 @@ class ConvFactory:
 
     def _build_other(self, spec: ConvSpec, in_channels, out_channels, kernel_size, stride, padding, dilation,
                      bias, block) -> nn.Module:
-        """BasisConv, DCF and learnable-repetition layers (``spec.atoms`` is their size knob)."""
+        """BasisConv, DCF and learnable-repetition layers, sized by ``spec.size``."""
         shared = spec.family == "repeat" and spec.sharing in ("net", "block")
         try:
             if spec.family == "basis":
                 return BasisConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                                   rank=spec.atoms)
+                                   rank=spec.size)
             if spec.family == "dcf":
                 return DCFConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                                 atoms=spec.atoms)
+                                 atoms=spec.size)
             conv = RepeatedConv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                                  base_channels=spec.atoms, shared_base="deferred" if shared else None)
+                                  base_channels=spec.size, shared_base="deferred" if shared else None)
         except ValueError as error:
             raise ValueError(f"{spec.kind} layer {in_channels}->{out_channels} in {block!r}: {error}") from None
         if shared:

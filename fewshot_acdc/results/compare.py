@@ -18,7 +18,7 @@ Default comparisons in a table, for every shot count:
   plain-convolution row(s) with the same dataset, backbone, adapt scope and first-order flag
   (A = decomposed, B = plain);
 * ``adapt``: each adapt scope against ``all`` with the same dataset, backbone, conv (incl.
-  atoms / group size) and first-order flag (A = the other scope, B = ``all``); when no row
+  size / group size) and first-order flag (A = the other scope, B = ``all``); when no row
   adapts ``all``, against the alphabetically first scope.
 """
 
@@ -271,7 +271,7 @@ def default_comparisons(table: ResultsTable) -> list[PairedComparison]:
     for r in rows:
         k = r.key
         groups.setdefault(
-            (k.dataset, k.backbone, k.conv, k.atoms, k.group_size, k.first_order, k.head_init), []
+            (k.dataset, k.backbone, k.conv, k.size, k.group_size, k.first_order, k.head_init), []
         ).append(r)
     for members in groups.values():
         scopes = sorted({r.key.adapt for r in members if r.key.adapt is not None})

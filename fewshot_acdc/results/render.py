@@ -301,7 +301,7 @@ def runs_markdown(records: Sequence[RunRecord]) -> list[str]:
                 r.status,
                 i.dataset or DASH,
                 backbone_label(i.backbone) if i.backbone else DASH,
-                conv_label(i.conv, i.atoms, i.group_size) if i.conv else DASH,
+                conv_label(i.conv, i.size, i.group_size) if i.conv else DASH,
                 i.adapt or DASH,
                 str(i.shots) if i.shots is not None else DASH,
                 evals,
@@ -421,7 +421,7 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def results_csv_header(table: ResultsTable) -> list[str]:
-    header = ["dataset", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "head_init"]
+    header = ["dataset", "backbone", "conv", "size", "group_size", "adapt", "first_order", "head_init"]
     for k in table.shots:
         p = f"acc_{table.ways}way_{k}shot"
         header += [f"{p}_mean_pct", f"{p}_ci95_pct", f"{p}_episodes", f"{p}_status",
@@ -441,7 +441,7 @@ def render_results_csv(table: ResultsTable) -> str:
         k_ = row.key
         line: list[Any] = [
             k_.dataset or "", k_.backbone or "", k_.conv or "",
-            "" if k_.atoms is None else k_.atoms,
+            "" if k_.size is None else k_.size,
             "" if k_.group_size is None else k_.group_size,
             k_.adapt or "", str(k_.first_order).lower(), k_.head_init,
         ]

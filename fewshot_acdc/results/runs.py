@@ -28,7 +28,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..runs.record import SUMMARY_COSTS, SUMMARY_IDENTITY, BenchmarkRecord, EvaluationRecord, RecordError
+from ..runs.record import (SUMMARY_COSTS, SUMMARY_IDENTITY, BenchmarkRecord, EvaluationRecord, RecordError,
+                           TrainingFailure, TrainingSummary)
 from ..vocabulary import ACDC_SHARINGS, CONV_KIND_TABLE, conv_for_acdc
 from .stats import mean_ci95
 
@@ -65,20 +66,22 @@ def is_acdc_conv(conv: str | None) -> bool:
 
 def is_decomposed_conv(conv: str | None) -> bool:
     """Every conv kind but ``standard``: ACDC, BasisConv (``basis``), DCF (``dcf``), learnable
-    repetition (``repeat-*``). Their ``atoms`` is the kind's size (ACDC atoms, DCF atoms, basis
-    rank, repetition base width); for plain convolutions atoms / group size are meaningless."""
+    repetition (``repeat-*``). They have a size (ACDC atoms, BasisConv rank, DCF Fourier-Bessel
+    atoms, repetition base width); for plain convolutions size / group size are meaningless."""
     return bool(conv) and str(conv).lower() not in ("standard", "none")
 
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """What a run trained. Strings are lower-cased; ``atoms`` / ``group_size`` are ``None`` for
-    non-ACDC convolutions (configs may carry defaults for them that do not apply)."""
+    """What a run trained. Strings are lower-cased; ``size`` is the conv kind's size (ACDC atoms
+    m, BasisConv rank r, DCF Fourier-Bessel atoms K, repetition base width b), ``None`` for
+    standard convolutions; ``group_size`` is ``None`` for non-grouped ones (configs may carry
+    defaults for them that do not apply)."""
 
     dataset: str | None = None
     backbone: str | None = None
     conv: str | None = None
-    atoms: int | None = None
+    size: int | None = None
     group_size: int | None = None
     adapt: str | None = None
     first_order: bool = False
@@ -179,7 +182,9 @@ class RunRecord:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     config: dict[str, Any] | None = None
-    summary: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None  # summary.json as read
+    training: TrainingSummary | None = None  # ... as the typed record, when it says finished
+    unreadable: set[str] = field(default_factory=set)  # summary fields of the wrong type (ignored)
     evals: dict[tuple[str, int, int], EvalResult] = field(default_factory=dict)
     omniglot: OmniglotResult | None = None
     total_parameters: int | None = None
@@ -332,10 +337,14 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> RunRecord:
             summary_status = rec.summary.get("status")
             if summary_status == "finished":
                 rec.status = STATUS_OK  # refined below
+                rec.training, problems = TrainingSummary.read_fields(rec.summary, "summary.json")
+                for problem in problems:
+                    rec.unreadable.add(problem.field)
+                    rec.warnings.append(f"summary.json: {problem.detail}; ignored")
             elif summary_status == "failed":
                 rec.status = STATUS_FAILED
-                error = rec.summary.get("error")
-                at = _as_int(rec.summary.get("iteration"))
+                failure = _read_failure(rec.summary, rec)
+                error, at = failure.error, failure.iteration
                 rec.problems.append(
                     "failed: training stopped"
                     + (f" at iteration {at}" if at is not None else "")
@@ -476,7 +485,7 @@ def _as_number(value: Any) -> float | None:
 def _norm_identity_value(name: str, value: Any) -> Any:
     if value is None:
         return None
-    if name in ("atoms", "group_size", "ways", "shots"):
+    if name in ("size", "group_size", "ways", "shots"):
         return _as_int(value)
     if name == "first_order":
         if isinstance(value, bool):
@@ -506,14 +515,26 @@ def _conv_from(mapping: dict[str, Any] | None) -> Any:
     return acdc if acdc.startswith("acdc") else f"acdc-{acdc}"
 
 
+def _config_size(config: dict[str, Any] | None, conv: str | None) -> Any:
+    """The conv kind's size in a config.yaml: under the kind's own key (``rank``, ``bessel_atoms``
+    ...), or under ``atoms``, which sized every kind before each had its own name."""
+    kind = CONV_KIND_TABLE.get(conv) if conv else None
+    own = _lookup(config, kind.size_key) if kind is not None and kind.size_key else None
+    return own if own is not None else _lookup(config, "atoms")
+
+
 def _resolve_identity(rec: RunRecord) -> RunIdentity:
+    """The identity from the typed summary (:class:`TrainingSummary`), completed from config.yaml,
+    which is read leniently (nested sections, older keys)."""
     values: dict[str, Any] = {}
+    config_conv = _norm_identity_value("conv", _conv_from(rec.config))
     for name in IDENTITY_FIELDS:
+        from_summary = _norm_identity_value(name, getattr(rec.training, name)) if rec.training else None
         if name == "conv":
-            from_summary = _norm_identity_value(name, _conv_from(rec.summary))
-            from_config = _norm_identity_value(name, _conv_from(rec.config))
+            from_config = config_conv
+        elif name == "size":
+            from_config = _norm_identity_value(name, _config_size(rec.config, config_conv))
         else:
-            from_summary = _norm_identity_value(name, _lookup(rec.summary, name))
             from_config = _norm_identity_value(name, _lookup(rec.config, name))
         if from_summary is not None and from_config is not None and from_summary != from_config:
             rec.warnings.append(
@@ -522,7 +543,7 @@ def _resolve_identity(rec: RunRecord) -> RunIdentity:
             )
         values[name] = from_summary if from_summary is not None else from_config
     if not is_decomposed_conv(values["conv"]):
-        values["atoms"] = None
+        values["size"] = None
     if not is_acdc_conv(values["conv"]):
         values["group_size"] = None
     values["first_order"] = bool(values["first_order"])
@@ -531,22 +552,28 @@ def _resolve_identity(rec: RunRecord) -> RunIdentity:
 
 
 def _read_summary_numbers(rec: RunRecord) -> None:
-    if rec.summary is None:
+    """The costs of a finished run, from its typed summary (fields of the wrong type were
+    reported when it was read)."""
+    if rec.training is None:
         return
     for name in SUMMARY_NUMBERS:
-        raw = rec.summary.get(name)
-        if raw is None:
-            if rec.status == STATUS_OK:
+        value = getattr(rec.training, name)
+        if value is None:
+            if rec.status == STATUS_OK and name not in rec.unreadable:
                 rec.warnings.append(f"summary.json has no {name}")
             continue
-        if name.endswith("parameters"):
-            value = _as_int(raw)
-        else:
-            value = _as_number(raw)
-        if value is None or value < 0:
-            rec.warnings.append(f"summary.json: {name} is not a valid number ({raw!r}); ignored")
+        if value < 0:
+            rec.warnings.append(f"summary.json: {name} is negative ({value!r}); ignored")
             continue
         setattr(rec, name, value)
+
+
+def _read_failure(summary: dict[str, Any], rec: RunRecord) -> TrainingFailure:
+    try:
+        return TrainingFailure.from_json(summary, "summary.json")
+    except RecordError as error:
+        rec.warnings.append(f"summary.json: {error.detail}; ignored")
+        return TrainingFailure(error=summary.get("error"))
 
 
 def _last_logged_iteration(path: Path, rec: RunRecord) -> int | None:

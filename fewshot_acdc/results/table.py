@@ -3,11 +3,12 @@ shot count (5-way 1-shot and 5-way 5-shot by default).
 
 How runs become rows and cells (the rule is also in ``docs/results.md``):
 
-* A row is identified by :class:`RowKey` = (dataset, backbone, conv, atoms, group_size, adapt,
-  first_order). In the usual sweep dataset/atoms/first_order are fixed, so this is exactly
-  backbone x conv x adapt; runs that differ in those fields get separate rows instead of being
-  merged. ``atoms`` only counts for decomposed convolutions (ACDC, BasisConv, DCF, repetition:
-  there it is the kind's size), ``group_size`` only for ACDC ones.
+* A row is identified by :class:`RowKey` = (dataset, backbone, conv, size, group_size, adapt,
+  first_order, head_init). In the usual sweep dataset/size/first_order are fixed, so this is
+  exactly backbone x conv x adapt; runs that differ in those fields get separate rows instead of
+  being merged. ``size`` is the kind's size (ACDC atoms, BasisConv rank, DCF Fourier-Bessel
+  atoms, repetition base width; None for standard convolutions), ``group_size`` only counts for
+  grouped ACDC ones.
 * The ``k``-shot cell of a row takes the evaluation ``eval/<split>_<ways>way_<k>shot.json`` of a
   run of that row that was *trained* with ``shots == k`` (``summary.json``, else
   ``config.yaml``).
@@ -69,29 +70,26 @@ def backbone_label(backbone: str | None) -> str:
     return backbone
 
 
-# Readable names of the non-ACDC conv kinds and what their ``atoms`` (size) means.
+# Readable names of the non-ACDC conv kinds, and how each size setting reads in a label.
 _KIND_LABELS = {"basis": "BasisConv", "dcf": "DCF (Fourier-Bessel)", "repeat-net": "Repetition-net",
                 "repeat-block": "Repetition-block", "repeat-layer": "Repetition-layer"}
+_SIZE_LABELS = {"atoms": "{} atoms", "rank": "rank {}", "bessel_atoms": "{} atoms", "base_width": "base width {}"}
 
 
-def _size_label(conv: str, atoms: int) -> str:
-    family = CONV_KIND_TABLE[conv].family if conv in CONV_KIND_TABLE else None
-    if family == "basis":
-        return f"rank {atoms}"
-    if family == "repeat":
-        return f"base width {atoms}"
-    return f"{atoms} atoms"
+def _size_label(conv: str, size: int) -> str:
+    key = CONV_KIND_TABLE[conv].size_key if conv in CONV_KIND_TABLE else None
+    return _SIZE_LABELS.get(key, "size {}").format(size)
 
 
-def conv_label(conv: str | None, atoms: int | None = None, group_size: int | None = None) -> str:
+def conv_label(conv: str | None, size: int | None = None, group_size: int | None = None) -> str:
     """``ACDC-net (8 atoms)``, ``BasisConv (rank 16)``, ``DCF (Fourier-Bessel) (8 atoms)``,
     ``Repetition-net (base width 32)``, ``standard``."""
     if not conv:
         return "?"
     label = "ACDC" + conv[4:] if is_acdc_conv(conv) else _KIND_LABELS.get(conv, conv)
     extras = []
-    if atoms is not None:
-        extras.append(_size_label(conv, atoms))
+    if size is not None:
+        extras.append(_size_label(conv, size))
     if group_size is not None:
         extras.append(f"group size {group_size}")
     return f"{label} ({', '.join(extras)})" if extras else label
@@ -102,7 +100,7 @@ class RowKey:
     dataset: str | None
     backbone: str | None
     conv: str | None
-    atoms: int | None
+    size: int | None
     group_size: int | None
     adapt: str | None
     first_order: bool
@@ -111,7 +109,7 @@ class RowKey:
     @classmethod
     def from_run(cls, run: RunRecord) -> "RowKey":
         i = run.identity
-        return cls(i.dataset, i.backbone, i.conv, i.atoms, i.group_size, i.adapt, i.first_order, i.head_init)
+        return cls(i.dataset, i.backbone, i.conv, i.size, i.group_size, i.adapt, i.first_order, i.head_init)
 
     @property
     def depth(self) -> int | None:
@@ -132,7 +130,7 @@ class RowKey:
 
     @property
     def conv_label(self) -> str:
-        return conv_label(self.conv, self.atoms, self.group_size)
+        return conv_label(self.conv, self.size, self.group_size)
 
     @property
     def method_label(self) -> str:
@@ -160,7 +158,7 @@ class RowKey:
             self.backbone or "",
             self.is_decomposed,
             self.conv or "",
-            self.atoms if self.atoms is not None else -1,
+            self.size if self.size is not None else -1,
             self.group_size if self.group_size is not None else -1,
             self.adapt != "all",
             self.adapt or "",
@@ -173,7 +171,7 @@ class RowKey:
             "dataset": self.dataset,
             "backbone": self.backbone,
             "conv": self.conv,
-            "atoms": self.atoms,
+            "size": self.size,
             "group_size": self.group_size,
             "adapt": self.adapt,
             "first_order": self.first_order,

@@ -7,7 +7,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..meta import MAML
 from ..models import create_backbone
-from ..nn import use_per_step_batchnorm
+from ..nn import ConvSpec, use_per_step_batchnorm
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,8 +22,8 @@ def resolve_device(name: str) -> torch.device:
 def build_model(config: TrainConfig, in_channels: int, num_classes: int = None) -> nn.Module:
     """The backbone for MAML: batch-statistics BN (``track_running_stats=False``), ``ways`` outputs."""
     model = create_backbone(
-        config.backbone, config.conv, atoms=config.atoms, group_size=config.group_size,
-        atom_drop=config.atom_drop, num_classes=num_classes or config.ways, in_channels=in_channels,
+        config.backbone, ConvSpec(config.conv, config.size, config.group_size, config.atom_drop),
+        num_classes=num_classes or config.ways, in_channels=in_channels,
         image_size=config.image_size, track_running_stats=False,
     )
     if config.batchnorm == "per-step":

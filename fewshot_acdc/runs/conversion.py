@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..config import TrainConfig, load_config
+from ..config import TrainConfig, canonical_values, load_config
 from ..nn.conversion import BasisConversionReport, convert_to_basisconv
 from .builders import build_maml, build_model
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -99,7 +99,7 @@ def load_converted(path: Union[str, Path], map_location: Union[str, torch.device
     state = load_checkpoint(path, map_location=map_location)
     if "ranks" not in state:
         raise ValueError(f"{path} is not a converted BasisConv checkpoint (no per-layer ranks)")
-    config = load_config(None, state["config"])
+    config = load_config(None, canonical_values(state["config"]))
     model = build_model(config, checkpoint_in_channels(state["model"]))
     model, _ = convert_to_basisconv(model, dict(state["ranks"]))
     model.load_state_dict(state["model"])

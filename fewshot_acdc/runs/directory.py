@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
-from ..config import TrainConfig, load_config
+from ..config import TrainConfig, load_saved_config
 from ..utils import PathError, WriteError, atomic_write_text
 
 try:
@@ -290,4 +290,4 @@ def _describe_holder(holder: Optional[Dict[str, Any]]) -> str:
 def resume_config(run_dir: Union[str, Path], overrides: Optional[Dict[str, object]] = None) -> TrainConfig:
     """The config a resumed (or evaluated) run continues with: its saved config.yaml plus
     explicit overrides (e.g. more ``iterations``)."""
-    return load_config(RunDirectory(run_dir).config, overrides)
+    return load_saved_config(RunDirectory(run_dir).config, overrides)

@@ -27,6 +27,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..vocabulary import ACDC_SHARINGS, conv_for_acdc
+
 #: z-value of a two-sided 95% normal interval.
 Z95 = 1.96
 
@@ -116,7 +118,7 @@ def _mapping(data: Any, path: object) -> Mapping[str, Any]:
 
 #: What a run trained, as summary.json records it (the results module also reads these from
 #: config.yaml, for runs without a summary).
-SUMMARY_IDENTITY = ("dataset", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "ways", "shots",
+SUMMARY_IDENTITY = ("dataset", "backbone", "conv", "size", "group_size", "adapt", "first_order", "ways", "shots",
                     "head_init")
 #: What a run cost, as summary.json records it.
 SUMMARY_COSTS = ("total_parameters", "adapted_parameters", "seconds_per_meta_step", "peak_memory_mb")
@@ -126,12 +128,16 @@ SUMMARY_COSTS = ("total_parameters", "adapted_parameters", "seconds_per_meta_ste
 class TrainingSummary:
     """``summary.json`` of a finished run. Every field but ``status`` may be missing in a file
     (``None``; ``config_changes`` ``()`` and ``world_size`` 1 for files from before they were
-    recorded). ``seconds_per_meta_step`` is meta-training time only (validation excluded);
-    ``world_size`` the processes of the last start (provenance.jsonl has each start's)."""
+    recorded). ``size`` is the conv kind's size (ACDC atoms m, BasisConv rank r, DCF
+    Fourier-Bessel atoms K, repetition base width b: ``vocabulary.ConvKind.size_key`` names it;
+    None for standard convolutions); files from before it was one field hold it as ``atoms``,
+    which sized every kind, standard ones included. ``seconds_per_meta_step`` is meta-training
+    time only (validation excluded); ``world_size`` the processes of the last start
+    (provenance.jsonl has each start's)."""
 
     backbone: Optional[str] = None
     conv: Optional[str] = None
-    atoms: Optional[int] = None
+    size: Optional[int] = None
     group_size: Optional[int] = None
     adapt: Optional[str] = None
     first_order: Optional[bool] = None
@@ -153,7 +159,7 @@ class TrainingSummary:
     world_size: int = 1
     status: str = field(default="finished", init=False)
 
-    _KINDS = {"backbone": "str", "conv": "str", "atoms": "int", "group_size": "int", "adapt": "str",
+    _KINDS = {"backbone": "str", "conv": "str", "size": "int", "group_size": "int", "adapt": "str",
               "first_order": "bool", "head_init": "str", "dataset": "str", "ways": "int", "shots": "int", "image_size": "int",
               "iterations": "int", "seed": "int", "total_parameters": "int", "adapted_parameters": "int",
               "seconds_per_meta_step": "number", "peak_memory_mb": "number", "best_val_accuracy": "number",
@@ -169,13 +175,42 @@ class TrainingSummary:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], path: object = "summary.json") -> "TrainingSummary":
+        summary, problems = cls.read_fields(data, path)
+        if problems:
+            raise problems[0]
+        return summary
+
+    @classmethod
+    def read_fields(cls, data: Mapping[str, Any], path: object = "summary.json"
+                    ) -> Tuple["TrainingSummary", Tuple[RecordError, ...]]:
+        """The summary and the problems of its fields: a field of the wrong type reads as missing
+        (its default) and is reported, the others are kept (the results module lists such a run
+        with a warning instead of dropping it; :meth:`from_json` refuses it). A status other
+        than ``finished`` or a non-object raises :class:`RecordError`.
+
+        Files from before today's keys are read as they meant: ``acdc`` (the sharing scope)
+        where ``conv`` is missing, and ``atoms`` where ``size`` is (it sized every kind, and
+        meant nothing for standard convolutions).
+        """
         data = _mapping(data, path)
         if data.get("status") != "finished":
             raise RecordError(path, "status", f"status is {data.get('status')!r}, not 'finished'")
-        values = {name: _read(data, path, name, kind) for name, kind in cls._KINDS.items()}
+        data = dict(data)
+        if data.get("conv") is None and isinstance(data.get("acdc"), str) and data["acdc"] in ACDC_SHARINGS:
+            data["conv"] = conv_for_acdc(data["acdc"])
+        if "size" not in data and data.get("conv") != "standard":
+            data["size"] = data.get("atoms")
+        values: Dict[str, Any] = {}
+        problems = []
+        for name, kind in cls._KINDS.items():
+            try:
+                values[name] = _read(data, path, name, kind)
+            except RecordError as error:
+                values[name] = None
+                problems.append(error)
         values["config_changes"] = values["config_changes"] or ()
         values["world_size"] = 1 if values["world_size"] is None else values["world_size"]
-        return cls(**values)
+        return cls(**values), tuple(problems)
 
 
 @dataclass(frozen=True)

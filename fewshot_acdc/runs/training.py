@@ -32,7 +32,7 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 
-from ..config import ConfigError, TrainConfig, load_config, save_config
+from ..config import ConfigError, TrainConfig, load_saved_config, save_config
 from ..faults import arm as arm_faults
 from ..faults import disarm as disarm_faults
 from ..faults import fault_point, fault_points
@@ -295,7 +295,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     metrics = metrics_log.records()
     steps_timed = [r for r in metrics if "seconds_per_step" in r]
     summary = TrainingSummary(
-        backbone=config.backbone, conv=config.conv, atoms=config.atoms,
+        backbone=config.backbone, conv=config.conv, size=config.size,
         group_size=config.group_size, adapt=config.adapt, first_order=config.first_order,
         head_init=config.head_init, dataset=config.dataset, ways=config.ways, shots=config.shots, image_size=config.image_size,
         iterations=config.iterations, seed=config.seed,
@@ -388,7 +388,7 @@ def _stop_message(run: RunDirectory, iteration: int, problem: str, last_saved: i
 def _saved_config(run: RunDirectory) -> Dict[str, object]:
     """config.yaml as saved, for checkpoints from before they recorded their config."""
     try:
-        return load_config(run.config).to_dict()
+        return load_saved_config(run.config).to_dict()
     except ConfigError:
         return {}
 

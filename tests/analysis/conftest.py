@@ -8,7 +8,7 @@ from fewshot_acdc.runs.training import train
 
 def tiny_run_config(episode_dir, acdc: str):
     return load_config(None, {
-        "dataset": "builtin", "backbone": "conv4", "acdc": acdc, "atoms": 4,
+        "dataset": "builtin", "backbone": "conv4", "acdc": acdc, **({} if acdc == "none" else {"atoms": 4}),
         "image_size": 16, "ways": 3, "shots": 1, "queries": 2, "queries_eval": 2,
         "inner_steps": 1, "inner_steps_eval": 2, "inner_lr": 0.1, "meta_lr": 0.003, "meta_batch": 2,
         "iterations": 3, "log_every": 1, "val_every": 3, "val_episodes": 2, "test_episodes": 4,

@@ -40,13 +40,13 @@ def test_unadapted_atoms_show_no_change():
 
 
 def test_dcf_and_basisconv_show_their_fixed_bases():
-    dcf = create_backbone("conv4", "dcf", atoms=5, num_classes=3, image_size=16)
+    dcf = create_backbone("conv4", "dcf", bessel_atoms=5, num_classes=3, image_size=16)
     params = {name: p.detach() for name, p in dcf.named_parameters()}
     report = layer_atoms(dcf, params, params)
     assert {entry.kind for entry in report} == {"dcf"} and not any(entry.learned for entry in report)
     np.testing.assert_allclose(report[0].initial, fourier_bessel_atoms(3, 5).double().numpy())
     assert report[0].adapted is None
-    basis = create_backbone("conv4", "basis", atoms=6, num_classes=3, image_size=16)
+    basis = create_backbone("conv4", "basis", rank=6, num_classes=3, image_size=16)
     [first, *_] = layer_atoms(basis, {name: p.detach() for name, p in basis.named_parameters()})
     assert first.kind == "basis" and first.initial.shape == (6, 64, 3, 3)
     np.testing.assert_array_equal(first.initial, basis.get_submodule(first.layer).basis.double().numpy())

@@ -69,7 +69,7 @@ def test_run_maml_script_help_lists_the_documented_flags():
     result = subprocess.run([sys.executable, str(ROOT / "run_maml.py"), "--help"], capture_output=True, text=True,
                             cwd=ROOT)
     assert result.returncode == 0
-    for flag in ("--backbone", "--acdc", "--atoms", "--group-size", "--atom-drop", "--adapt", "--ways", "--shots",
+    for flag in ("--backbone", "--acdc", "--atoms", "--rank", "--bessel-atoms", "--base-width", "--group-size", "--atom-drop", "--adapt", "--ways", "--shots",
                  "--queries", "--inner-steps", "--inner-steps-eval", "--inner-lr", "--meta-lr", "--meta-batch",
                  "--first-order", "--iterations", "--image-size", "--dataset", "--data-root", "--device", "--seed",
                  "--config", "--out", "--resume", "--quiet"):

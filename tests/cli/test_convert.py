@@ -9,8 +9,9 @@ from fewshot_acdc.cli import train as train_cli
 from fewshot_acdc.nn import BasisConv2d, convert_to_basisconv
 from fewshot_acdc.runs.conversion import load_converted
 from fewshot_acdc.runs.evaluation import load_trained
+from fewshot_acdc.vocabulary import conv_kind
 
-TINY = ["--dataset", "builtin", "--backbone", "conv4", "--atoms", "4", "--image-size", "20",
+TINY = ["--dataset", "builtin", "--backbone", "conv4", "--image-size", "20",
         "--ways", "3", "--shots", "1", "--queries", "2", "--queries-eval", "2", "--inner-steps", "1",
         "--inner-steps-eval", "1", "--meta-batch", "2", "--iterations", "2", "--val-every", "2",
         "--val-episodes", "3", "--test-episodes", "4", "--device", "cpu", "--quiet", "--no-eval"]
@@ -67,10 +68,11 @@ def test_convert_refuses_runs_that_are_not_standard_and_bad_requests(tmp_path, c
 @pytest.mark.parametrize("conv,adapt", [("basis", "combination"), ("dcf", "coefficients"), ("repeat-net", "scales")])
 def test_train_each_new_kind_from_the_command_line(tmp_path, conv, adapt):
     run = tmp_path / "run"
-    assert train_cli.main(TINY + ["--conv", conv, "--adapt", adapt, "--iterations", "1", "--val-every", "1",
-                                  "--out", str(run), "--episode-dir", str(tmp_path / "episodes")]) == 0
+    size_flag = "--" + conv_kind(conv).size_key.replace("_", "-")  # --rank, --bessel-atoms, --base-width
+    assert train_cli.main(TINY + ["--conv", conv, size_flag, "4", "--adapt", adapt, "--iterations", "1",
+                                  "--val-every", "1", "--out", str(run), "--episode-dir", str(tmp_path / "episodes")]) == 0
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["conv"] == conv and summary["adapt"] == adapt and summary["atoms"] == 4
+    assert summary["conv"] == conv and summary["adapt"] == adapt and summary["size"] == 4
     assert 0 < summary["adapted_parameters"] < summary["total_parameters"]
     # The saved config resumes as the same kind.
     assert train_cli.main(["--resume", str(run), "--iterations", "2", "--quiet", "--no-eval"]) == 0

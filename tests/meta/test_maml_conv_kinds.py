@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fewshot_acdc.meta import MAML
+from fewshot_acdc.nn import ConvSpec
 from .maml_references import REFERENCES
 from .maml_testing import build_model, max_relative_error, random_episode
 
@@ -33,7 +34,7 @@ def episodes():
 
 
 def model_for(conv):
-    return build_model("conv4", conv, image_size=IMAGE_SIZE, atoms=4)
+    return build_model("conv4", ConvSpec(conv, 4), image_size=IMAGE_SIZE)
 
 
 def engine_meta_gradient(conv, scope, first_order, steps=2):

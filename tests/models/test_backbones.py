@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fewshot_acdc.models import create_backbone, list_backbones
-from fewshot_acdc.nn import CONV_KINDS, ACDCConv2d
+from fewshot_acdc.nn import CONV_KINDS, ACDCConv2d, ConvSpec
 
 FEW_SHOT_RESNETS = ("resnet10", "resnet18", "resnet34")
 
@@ -30,7 +30,7 @@ def test_few_shot_resnets_forward_and_backward(name, kind, image_size):
     torch.manual_seed(0)
     # No atom-drop here: a forward that drops every atom of a layer (probability p^m) would
     # legitimately leave that layer without gradient; atom-drop has its own tests in tests/nn.
-    model = create_backbone(name, kind, atoms=4, group_size=group_size_for(kind), num_classes=5)
+    model = create_backbone(name, ConvSpec(kind, 4, group_size_for(kind)), num_classes=5)
     check_forward_and_gradients(model, torch.randn(2, 3, image_size, image_size), 5)
 
 
@@ -38,7 +38,7 @@ def test_few_shot_resnets_forward_and_backward(name, kind, image_size):
 @pytest.mark.parametrize("image_size,channels", [(28, 1), (84, 3)])
 def test_conv4_forward_and_backward(kind, image_size, channels):
     torch.manual_seed(0)
-    model = create_backbone("conv4", kind, atoms=4, group_size=group_size_for(kind), num_classes=5,
+    model = create_backbone("conv4", ConvSpec(kind, 4, group_size_for(kind)), num_classes=5,
                             in_channels=channels, image_size=image_size)
     check_forward_and_gradients(model, torch.randn(3, channels, image_size, image_size), 5)
     assert model.feature_dim == {28: 64, 84: 64 * 5 * 5}[image_size]
@@ -48,7 +48,7 @@ def test_conv4_forward_and_backward(kind, image_size, channels):
 @pytest.mark.parametrize("name", ["resnet18-cifar", "vgg16", "wrn-40-4"])
 def test_classification_backbones_forward_and_backward(name, kind):
     torch.manual_seed(0)
-    model = create_backbone(name, kind, atoms=4, group_size=group_size_for(kind), num_classes=10)
+    model = create_backbone(name, ConvSpec(kind, 4, group_size_for(kind)), num_classes=10)
     check_forward_and_gradients(model, torch.randn(2, 3, 32, 32), 10)
 
 

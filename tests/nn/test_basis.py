@@ -79,7 +79,7 @@ def test_parameter_counts_follow_from_the_definition():
     assert sum(p.numel() for p in layer.parameters()) == 128 * 20 + 128
     assert layer.basis.numel() == 20 * 64 * 9
     # conv4: stem 3*64*9, three BasisConvs 64*r each, BN 2*64*4, head (64*5*5)*5 + 5 at 84 px.
-    model = create_backbone("conv4", "basis", atoms=10)
+    model = create_backbone("conv4", "basis", rank=10)
     assert sum(p.numel() for p in model.parameters()) == 1_728 + 3 * 64 * 10 + 512 + 1_600 * 5 + 5
 
 

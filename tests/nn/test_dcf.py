@@ -122,7 +122,7 @@ def test_atoms_are_fixed_buffers_and_gradients_reach_only_coefficients_and_bias(
 
 
 def test_every_layer_owns_its_coefficients_and_the_counts_follow():
-    model = create_backbone("resnet10", "dcf", atoms=6)
+    model = create_backbone("resnet10", "dcf", bessel_atoms=6)
     layers = [m for m in model.modules() if isinstance(m, DCFConv2d)]
     assert len(layers) == 8 and len({id(layer.coefficients) for layer in layers}) == 8
     assert dict(model.coefficient_bank.named_parameters()) == {}
@@ -167,4 +167,4 @@ def test_bad_arguments_raise_value_error_naming_the_value(kwargs, message):
 
 def test_too_many_atoms_fail_at_model_construction_naming_the_layer():
     with pytest.raises(ValueError, match=r"dcf layer 64->64 in 'conv2': a 3x3 kernel has at most 8"):
-        create_backbone("conv4", "dcf", atoms=9)
+        create_backbone("conv4", "dcf", bessel_atoms=9)

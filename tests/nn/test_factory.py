@@ -107,7 +107,7 @@ def test_functional_call_replaces_every_tied_occurrence():
         (dict(kind="acdc-nett"), "unknown conv kind 'acdc-nett' \\(did you mean 'acdc-net'\\?\\)"),
         (dict(kind="acdc-g-net"), "needs a group_size"),
         (dict(kind="acdc-net", group_size=32), "only used by the grouped kinds"),
-        (dict(kind="acdc-net", atoms=0), "atoms must be an integer >= 1"),
+        (dict(kind="acdc-net", size=0), "atoms must be an integer >= 1"),
         (dict(kind="acdc-block", atom_drop=1.5), "atom_drop must be a probability"),
     ],
 )

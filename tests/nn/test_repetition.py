@@ -64,7 +64,7 @@ def test_gradients_reach_base_scales_and_bias():
 
 
 def test_net_scope_shares_one_base_across_layers_sized_by_the_widest():
-    model = create_backbone("resnet10", "repeat-net", atoms=16)
+    model = create_backbone("resnet10", "repeat-net", base_width=16)
     names = [name for name, _ in model.named_parameters() if name.startswith("coefficient_bank")]
     assert names == ["coefficient_bank.base_net"]
     base = model.coefficient_bank.base_net
@@ -77,7 +77,7 @@ def test_net_scope_shares_one_base_across_layers_sized_by_the_widest():
 
 
 def test_narrow_layers_use_the_leading_slice_of_a_shared_base():
-    model = create_backbone("conv4", "repeat-net", atoms=128, image_size=32).double()
+    model = create_backbone("conv4", "repeat-net", base_width=128, image_size=32).double()
     base = model.coefficient_bank.base_net
     assert tuple(base.shape) == (64, 64, 3, 3)  # capped by the widest layer
     for layer in repeated_layers(model):
@@ -85,11 +85,11 @@ def test_narrow_layers_use_the_leading_slice_of_a_shared_base():
 
 
 def test_block_and_layer_scopes():
-    block = create_backbone("resnet18", "repeat-block", atoms=32)
+    block = create_backbone("resnet18", "repeat-block", base_width=32)
     shapes = {name: tuple(p.shape) for name, p in block.named_parameters() if name.startswith("coefficient_bank")}
     assert shapes == {f"coefficient_bank.base_stage{i}": (32, 32, 3, 3) for i in range(1, 5)}
     assert block.stages[1][0].conv1.base is block.coefficient_bank.base_stage2
-    layer = create_backbone("resnet10", "repeat-layer", atoms=32)
+    layer = create_backbone("resnet10", "repeat-layer", base_width=32)
     assert dict(layer.coefficient_bank.named_parameters()) == {}
     layers = repeated_layers(layer)
     assert len({id(m.base) for m in layers}) == len(layers)
@@ -97,7 +97,7 @@ def test_block_and_layer_scopes():
 
 def test_shared_base_receives_the_sum_of_every_layers_gradient():
     torch.manual_seed(0)
-    model = create_backbone("conv4", "repeat-net", atoms=16, image_size=32).double()
+    model = create_backbone("conv4", "repeat-net", base_width=16, image_size=32).double()
     images = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     model(images).sum().backward()
     gradient = model.coefficient_bank.base_net.grad.clone()
@@ -113,7 +113,7 @@ def test_shared_base_receives_the_sum_of_every_layers_gradient():
 
 def test_functional_call_replaces_every_tied_occurrence_of_the_base():
     torch.manual_seed(0)
-    model = create_backbone("conv4", "repeat-net", atoms=8, image_size=32)
+    model = create_backbone("conv4", "repeat-net", base_width=8, image_size=32)
     images = torch.randn(2, 3, 32, 32)
     params = dict(model.named_parameters())
     doubled = {**params, "coefficient_bank.base_net": 2 * params["coefficient_bank.base_net"]}
@@ -126,9 +126,9 @@ def test_functional_call_replaces_every_tied_occurrence_of_the_base():
 def test_parameter_counts_follow_from_the_definition():
     # Conv4 at 84 px: three 64->64 convs; base b = 16 -> 4 x 4 tiles per layer.
     fixed = 1_728 + 2 * 64 * 4 + 1_600 * 5 + 5        # stem, BN, head
-    net = create_backbone("conv4", "repeat-net", atoms=16)
+    net = create_backbone("conv4", "repeat-net", base_width=16)
     assert sum(p.numel() for p in net.parameters()) == fixed + 16 * 16 * 9 + 3 * 16
-    layer = create_backbone("conv4", "repeat-layer", atoms=16)
+    layer = create_backbone("conv4", "repeat-layer", base_width=16)
     assert sum(p.numel() for p in layer.parameters()) == fixed + 3 * (16 * 16 * 9 + 16)
     # Non-dividing base: 64 = 3 * 20 + 4 -> 4 tiles per side, the last cropped.
     single = RepeatedConv2d(64, 64, 3, base_channels=20)

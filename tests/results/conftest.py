@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
+from fewshot_acdc.vocabulary import CONV_KIND_TABLE
+
 QUERIES = 15
 WAYS = 5
 
@@ -68,7 +70,7 @@ class RunBuilder:
         adapt: str = "all",
         shots: int = 1,
         ways: int = WAYS,
-        atoms: int | None = 8,
+        size: int | None = 8,
         dataset: str = "miniimagenet",
         first_order: bool = False,
         status: str | None = "finished",
@@ -86,16 +88,17 @@ class RunBuilder:
         payload dict, a list of accuracies (payload built with defaults), or raw text."""
         run = self.root / name
         run.mkdir(parents=True)
+        size = None if conv == "standard" else size  # what training writes: standard has no size
         identity = dict(
-            backbone=backbone, conv=conv, atoms=atoms, group_size=None, adapt=adapt,
+            backbone=backbone, conv=conv, size=size, group_size=None, adapt=adapt,
             first_order=first_order, dataset=dataset, ways=ways, shots=shots, image_size=84,
         )
         if config:
-            # like TrainConfig.to_dict(): the conv kind is stored as the ACDC sharing scope
-            cfg = {k: v for k, v in identity.items() if k != "conv"}
-            cfg["acdc"] = "none" if conv == "standard" else conv.removeprefix("acdc-")
-            if conv != "standard" and not conv.startswith("acdc-"):  # basis, dcf, repeat-*: conv names the kind
-                cfg["acdc"], cfg["conv"] = "none", conv
+            # like TrainConfig.to_dict(): the kind's size under its own key
+            cfg = {k: v for k, v in identity.items() if k != "size"}
+            size_key = CONV_KIND_TABLE[conv].size_key if conv in CONV_KIND_TABLE else "atoms"
+            if size_key is not None:
+                cfg[size_key] = size
             cfg.update(iterations=60000, meta_batch=4, inner_steps=5, inner_lr=0.01,
                        meta_lr=0.001, queries_eval=QUERIES, test_episodes=600, seed=0)
             (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
@@ -114,7 +117,7 @@ class RunBuilder:
                 seconds_per_meta_step=seconds_per_meta_step, peak_memory_mb=peak_memory_mb,
                 best_val_accuracy=0.47, best_iteration=52000, device="cuda",
             )
-            summary = {k: v for k, v in summary.items() if v is not None or k in ("atoms", "group_size")}
+            summary = {k: v for k, v in summary.items() if v is not None or k in ("size", "group_size")}
             if error is not None:
                 summary["error"] = error
             summary.update(summary_extra or {})

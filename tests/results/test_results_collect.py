@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 
 from fewshot_acdc.results import collect_runs, discover_runs, load_run
 
@@ -61,13 +62,13 @@ def test_missing_path_and_empty_parent_are_listed(tmp_path):
 def test_finished_run_with_evaluation(make_run):
     accs = [0.52, 0.44, 0.6, 0.48, 0.5333333333333333]
     run = make_run(
-        "r18-acdc", conv="acdc-net", atoms=8, shots=1,
+        "r18-acdc", conv="acdc-net", size=8, shots=1,
         evals={"test_5way_1shot.json": accs},
     )
     rec = load_run(run)
     assert rec.status == "ok" and rec.problems == [] and rec.warnings == []
     i = rec.identity
-    assert (i.dataset, i.backbone, i.conv, i.atoms, i.adapt, i.first_order, i.ways, i.shots) == (
+    assert (i.dataset, i.backbone, i.conv, i.size, i.adapt, i.first_order, i.ways, i.shots) == (
         "miniimagenet", "resnet18", "acdc-net", 8, "all", False, 5, 1
     )
     assert (rec.total_parameters, rec.adapted_parameters) == (11_200_000, 11_200_000)
@@ -81,9 +82,29 @@ def test_finished_run_with_evaluation(make_run):
     assert (e.queries, e.inner_steps_eval, e.checkpoint) == (15, 10, "best")
 
 
-def test_atoms_are_ignored_for_plain_convolutions(make_run):
-    rec = load_run(make_run("std", conv="standard", atoms=8, evals={"test_5way_1shot.json": [0.5]}))
-    assert rec.identity.atoms is None
+def test_run_directories_written_before_each_kind_named_its_size_still_read(make_run):
+    # Older files: config.yaml names the kind by `acdc` and sizes every kind by `atoms`, standard
+    # ones included; summary.json has `atoms` instead of `size`.
+    old = {"basis-old": ("basis", {"acdc": "none", "conv": "basis"}), "net-old": ("acdc-net", {"acdc": "net"}),
+           "std-old": ("standard", {"acdc": "none"})}
+    for name, (conv, config) in old.items():
+        run = make_run(name, conv=conv, evals={"test_5way_1shot.json": [0.5]})
+        summary = json.loads((run / "summary.json").read_text())
+        summary.pop("size")
+        summary["atoms"] = 16
+        (run / "summary.json").write_text(json.dumps(summary))
+        (run / "config.yaml").write_text(yaml.safe_dump({"backbone": "resnet18", "adapt": "all", "atoms": 16, **config}))
+        rec = load_run(run)
+        assert rec.status == "ok" and rec.warnings == [], rec.warnings
+        assert (rec.identity.conv, rec.identity.size) == (conv, None if conv == "standard" else 16)
+        (run / "summary.json").unlink()  # the config alone: as an unfinished run reads it
+        assert load_run(run).identity.size == (None if conv == "standard" else 16)
+
+
+def test_the_size_of_a_kind_is_read_under_its_own_config_key(make_run):
+    run = make_run("dcf", conv="dcf", size=6, status=None)
+    assert "bessel_atoms: 6" in (run / "config.yaml").read_text()
+    assert (load_run(run).identity.conv, load_run(run).identity.size) == ("dcf", 6)
 
 
 def test_unknown_keys_are_tolerated(make_run, eval_payload):
@@ -161,8 +182,8 @@ def test_failed_run_reports_the_error(make_run):
     assert rec.problems == [
         "failed: training stopped at iteration 1234 with an error: CUDA out of memory"
     ]
-    # identity from config.yaml, whose TrainConfig stores the conv kind as `acdc: net`
-    assert (rec.identity.backbone, rec.identity.conv, rec.identity.atoms) == ("resnet18", "acdc-net", 8)
+    # identity from config.yaml (a failed run's summary holds no identity)
+    assert (rec.identity.backbone, rec.identity.conv, rec.identity.size) == ("resnet18", "acdc-net", 8)
 
 
 def test_corrupt_summary_names_the_file_and_the_parse_error(make_run):
@@ -256,7 +277,8 @@ def test_unidentifiable_finished_run(make_run):
 def test_bad_summary_numbers_are_dropped_with_a_warning(make_run):
     rec = load_run(make_run("r", total_parameters="many", evals={"test_5way_1shot.json": [0.5]}))
     assert rec.total_parameters is None
-    assert "summary.json: total_parameters is not a valid number ('many'); ignored" in rec.warnings
+    assert "summary.json: total_parameters is not an integer ('many'); ignored" in rec.warnings
+    assert "summary.json has no total_parameters" not in rec.warnings  # said once, as what it is
 
 
 def test_omniglot_all_runs_file(make_run):
@@ -281,7 +303,7 @@ def test_config_yaml_with_python_tags_still_loads(make_run):
     )
     rec = load_run(run)
     i = rec.identity
-    assert (i.backbone, i.conv, i.atoms, i.adapt, i.shots) == ("resnet34", "acdc-net", 4, "atoms", 5)
+    assert (i.backbone, i.conv, i.size, i.adapt, i.shots) == ("resnet34", "acdc-net", 4, "atoms", 5)
     assert rec.config["crop"] == [84, 84] and rec.warnings == []
 
 

@@ -14,16 +14,16 @@ def test_labels_are_readable_and_say_what_the_size_means():
 
 def test_each_kind_is_its_own_row_with_its_size_and_is_compared_with_plain_convs(make_run, episode_accuracies):
     make_run("std", conv="standard", evals={"test_5way_1shot.json": episode_accuracies(1)})
-    make_run("basis16", conv="basis", atoms=16, adapt="all", evals={"test_5way_1shot.json": episode_accuracies(2)})
-    make_run("basis32", conv="basis", atoms=32, adapt="all", evals={"test_5way_1shot.json": episode_accuracies(3)})
-    make_run("dcf", conv="dcf", atoms=8, evals={"test_5way_1shot.json": episode_accuracies(4)})
-    make_run("rep", conv="repeat-net", atoms=32, adapt="all", evals={"test_5way_1shot.json": episode_accuracies(5)})
-    make_run("rep-scales", conv="repeat-net", atoms=32, adapt="scales",
+    make_run("basis16", conv="basis", size=16, adapt="all", evals={"test_5way_1shot.json": episode_accuracies(2)})
+    make_run("basis32", conv="basis", size=32, adapt="all", evals={"test_5way_1shot.json": episode_accuracies(3)})
+    make_run("dcf", conv="dcf", size=8, evals={"test_5way_1shot.json": episode_accuracies(4)})
+    make_run("rep", conv="repeat-net", size=32, adapt="all", evals={"test_5way_1shot.json": episode_accuracies(5)})
+    make_run("rep-scales", conv="repeat-net", size=32, adapt="scales",
              evals={"test_5way_1shot.json": episode_accuracies(6)})
     records = collect_runs([make_run.root])
     assert all(not record.warnings for record in records), [record.warnings for record in records]
     table = build_table(records)
-    assert [(r.key.conv, r.key.atoms, r.key.adapt) for r in table.rows] == [
+    assert [(r.key.conv, r.key.size, r.key.adapt) for r in table.rows] == [
         ("standard", None, "all"), ("basis", 16, "all"), ("basis", 32, "all"), ("dcf", 8, "all"),
         ("repeat-net", 32, "all"), ("repeat-net", 32, "scales"),
     ]

@@ -133,7 +133,7 @@ def test_csv_has_every_number_exactly(sweep_report, expected):
     for r, key in zip(rows, ROWS):
         cells = expected[key]
         assert r["dataset"] == "miniimagenet" and r["first_order"] == "false"
-        assert r["atoms"] == ("8" if key[1] == "acdc-net" else "")
+        assert r["size"] == ("8" if key[1] == "acdc-net" else "")
         for shots in (1, 5):
             p = f"acc_5way_{shots}shot"
             if shots not in cells:

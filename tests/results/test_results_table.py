@@ -119,12 +119,12 @@ def test_two_runs_for_the_same_cell_are_a_conflict_not_a_choice(make_run, tmp_pa
 
 
 def test_different_atoms_or_adapt_scopes_are_different_rows(make_run, tmp_path):
-    make_run("a8", conv="acdc-net", atoms=8, evals={"test_5way_1shot.json": [0.5]})
-    make_run("a4", conv="acdc-net", atoms=4, evals={"test_5way_1shot.json": [0.5]})
-    make_run("a8-atoms", conv="acdc-net", atoms=8, adapt="atoms", evals={"test_5way_1shot.json": [0.5]})
+    make_run("a8", conv="acdc-net", size=8, evals={"test_5way_1shot.json": [0.5]})
+    make_run("a4", conv="acdc-net", size=4, evals={"test_5way_1shot.json": [0.5]})
+    make_run("a8-atoms", conv="acdc-net", size=8, adapt="atoms", evals={"test_5way_1shot.json": [0.5]})
     make_run("std", conv="standard", evals={"test_5way_1shot.json": [0.5]})
     table = table_of(tmp_path)
-    assert [(r.key.conv, r.key.atoms, r.key.adapt) for r in table.rows] == [
+    assert [(r.key.conv, r.key.size, r.key.adapt) for r in table.rows] == [
         ("standard", None, "all"),
         ("acdc-net", 4, "all"),
         ("acdc-net", 8, "all"),

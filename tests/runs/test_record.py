@@ -14,7 +14,7 @@ from fewshot_acdc.runs.record import (BenchmarkRecord, EvaluationContext, Evalua
                                       TrainingFailure, TrainingSummary, mean_ci95, read_summary)
 
 # The keys the writers have always written, in their order (docs/run_directory.md).
-SUMMARY_KEYS = ["status", "backbone", "conv", "atoms", "group_size", "adapt", "first_order", "head_init", "dataset", "ways",
+SUMMARY_KEYS = ["status", "backbone", "conv", "size", "group_size", "adapt", "first_order", "head_init", "dataset", "ways",
                 "shots", "image_size", "iterations", "seed", "total_parameters", "adapted_parameters",
                 "seconds_per_meta_step", "peak_memory_mb", "best_val_accuracy", "best_iteration", "device",
                 "config_changes", "world_size"]
@@ -69,7 +69,7 @@ def test_evaluation_record_round_trip_writes_todays_keys():
 
 
 def test_summary_and_failure_round_trip_writes_todays_keys():
-    summary = TrainingSummary(**{k: v for k, v in OLD_SUMMARY.items() if k != "status"},
+    summary = TrainingSummary(**{k: v for k, v in OLD_SUMMARY.items() if k not in ("status", "atoms")},
                               config_changes=({"key": "iterations", "old": 10, "new": 20, "iteration": 10},),
                               world_size=2)
     payload = _through_json(summary.to_json())
@@ -98,7 +98,13 @@ def test_old_files_read_with_documented_defaults():
     summary = TrainingSummary.from_json(OLD_SUMMARY, "summary.json")
     assert summary.config_changes == () and summary.world_size == 1 and summary.group_size is None
     assert summary.head_init is None  # before it was recorded: per class (fewshot_acdc.results reads it so)
-    assert summary.to_json() == {**OLD_SUMMARY, "config_changes": [], "world_size": 1, "head_init": None}
+    old_keys = {k: v for k, v in OLD_SUMMARY.items() if k != "atoms"}
+    assert summary.to_json() == {**old_keys, "size": None, "config_changes": [], "world_size": 1, "head_init": None}
+    # `atoms` sized every kind before `size` was the one field; standard convolutions have none
+    assert summary.size is None
+    assert TrainingSummary.from_json({**OLD_SUMMARY, "conv": "basis", "atoms": 16}).size == 16
+    older = {k: v for k, v in OLD_SUMMARY.items() if k != "conv"}  # from before `conv`: the ACDC sharing scope
+    assert TrainingSummary.from_json({**older, "acdc": "net"}).conv == "acdc-net"
     assert TrainingFailure.from_json({"status": "failed", "error": "boom", "iteration": 12}).world_size == 1
     benchmark = BenchmarkRecord.from_json(OLD_BENCHMARK)
     assert benchmark.per_run_error_rate == (0.2, 0.3) and benchmark.context == EvaluationContext()
@@ -125,6 +131,15 @@ def test_malformed_file_names_the_file_and_the_field(record, payload, field, det
         record.from_json(payload, "runs/r/eval/test_5way_1shot.json")
     assert caught.value.field == field and caught.value.detail == detail
     assert str(caught.value) == f"runs/r/eval/test_5way_1shot.json: {detail}"
+
+
+def test_a_summary_read_field_by_field_keeps_the_good_fields_and_reports_the_bad():
+    summary, problems = TrainingSummary.read_fields({**OLD_SUMMARY, "total_parameters": "many", "ways": 2.5})
+    assert [(p.field, p.detail) for p in problems] == [("ways", "ways is not an integer (2.5)"),
+                                                       ("total_parameters", "total_parameters is not an integer ('many')")]
+    assert summary.total_parameters is None and summary.ways is None and summary.adapted_parameters == 112005
+    with pytest.raises(RecordError, match="status is 'failed', not 'finished'"):
+        TrainingSummary.read_fields({"status": "failed"})
 
 
 def test_not_an_object_is_a_record_error():
