@@ -3,6 +3,8 @@
     python benchmarks/maml_step.py                       # ResNet18, the issue-7 setting
     python benchmarks/maml_step.py --backbones resnet10,resnet18,resnet34 --convs standard,acdc-net,acdc-block \
         --image-sizes 84,224 --implementations engine --meta-batch 1     # the wide grid
+    python benchmarks/maml_step.py --implementations engine --source-trees before=../before,after=.
+                                                         # the same grid on two checkouts, side by side
     python benchmarks/report.py                          # docs/performance.md from the saved JSON
 
 Grid: backbone x conv kind x inner-loop scope x first/second order x image size x
@@ -31,6 +33,12 @@ time grows linearly with the meta-batch and memory does not: ratios from ``--met
 hold for 4. Ratios against the issue-7 targets (ACDC vs standard, atoms vs all, engine vs the
 references) are computed from the medians and saved with the rows in
 ``benchmarks/results/maml_step.json`` (``--out``).
+
+``--source-trees LABEL=PATH,...`` adds one more axis: each configuration is timed once per
+checkout of this repository, its worker importing ``fewshot_acdc`` from that checkout (the
+recorded ``source_trees`` name each one's commit), interleaved as the rounds are, so a change's
+cost is a ratio measured in one run: ``source ratios`` divide every tree's time and memory by the
+first tree's on the same configuration.
 """
 from __future__ import annotations
 
@@ -46,9 +54,12 @@ import time
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+# --source-trees: a worker imports the package it times from another checkout of this repository
+# (the code before a change), named by this variable; the driver and every other worker use ROOT.
+SOURCE_TREE_VARIABLE = "FEWSHOT_ACDC_SOURCE_TREE"
+sys.path.insert(0, os.environ.get(SOURCE_TREE_VARIABLE) or ROOT)
 
-from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, save_report, source_revision  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "maml_step.json")
 IMPLEMENTATIONS = ("engine", "learn2learn", "higher")
@@ -80,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="live: peak of live tensors (a second subprocess per configuration, malloc returning "
                              "freed blocks at once); rss: peak RSS of the timing run under the default allocator")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
+    parser.add_argument("--source-trees", default="",
+                        help="LABEL=PATH,...: time every configuration on each checkout (e.g. before=../old,after=.); "
+                             "ratios against the first")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one configuration, JSON, in a subprocess
     return parser.parse_args(argv)
@@ -163,8 +177,10 @@ def run_worker(config: Dict) -> Dict:
         step()
         synchronize()
         times.append(time.perf_counter() - start)
+    import fewshot_acdc
     result = {"seconds_per_step": statistics.median(times), "seconds_all": times,
-              "parameters": sum(p.numel() for p in model.parameters())}
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "package": os.path.dirname(os.path.dirname(os.path.abspath(fewshot_acdc.__file__)))}
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["added_memory_mb"] = result["peak_memory_mb"] - baseline_allocated
@@ -204,9 +220,12 @@ def run_configuration(config: Dict, timeout: float) -> Dict:
 
 def run_worker_process(config: Dict, timeout: float, environment: Optional[Dict[str, str]] = None) -> Dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)]
+    environment = dict(environment or {})
+    if config.get("source_path"):
+        environment[SOURCE_TREE_VARIABLE] = config["source_path"]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                                   env={**os.environ, **(environment or {})})
+                                   env={**os.environ, **environment})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -217,6 +236,8 @@ def run_worker_process(config: Dict, timeout: float, environment: Optional[Dict[
 
 
 KEY_FIELDS = ("backbone", "conv", "scope", "order", "image_size")
+# A row is one configuration on one checkout (``source``: "" without --source-trees).
+ROW_FIELDS = KEY_FIELDS + ("implementation", "source")
 
 # The issue-7 targets: (name, what is compared, numerator selector, denominator selector, time and
 # memory limits). A selector fixes some fields of a row; the others (backbone, order, size, and
@@ -236,7 +257,7 @@ TARGETS = (
 
 
 RESULT_FIELDS = ("seconds_per_step", "seconds_all", "peak_memory_mb", "added_memory_mb", "baseline_rss_mb",
-                 "rss_added_memory_mb", "parameters", "error")
+                 "rss_added_memory_mb", "parameters", "package", "error")
 
 
 def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
@@ -245,7 +266,7 @@ def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
     order = []
     for round_rows in rounds:
         for row in round_rows:
-            key = tuple(row[field] for field in KEY_FIELDS + ("implementation",))
+            key = tuple(row.get(field, "") for field in ROW_FIELDS)
             if key not in by_config:
                 order.append(key)
             by_config.setdefault(key, []).append(row)
@@ -261,6 +282,8 @@ def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
                 if field in good[0]:
                     row[field] = statistics.median(run[field] for run in good)
             row["parameters"] = good[0]["parameters"]
+            if "package" in good[0]:
+                row["package"] = good[0]["package"]
         else:
             row["error"] = runs[-1].get("error", "failed")
         rows.append(row)
@@ -277,12 +300,14 @@ def compute_ratios(rows: List[Dict]) -> List[Dict]:
     ratios = []
     timed = [row for row in rows if "seconds_per_step" in row]
     for name, top, bottom, time_limit, memory_limit in TARGETS:
-        free = [field for field in KEY_FIELDS + ("implementation",) if field not in top or field not in bottom]
+        free = [field for field in ROW_FIELDS if field not in top or field not in bottom]
         for numerator in (row for row in timed if _matches(row, top)):
             for denominator in (row for row in timed if _matches(row, bottom)):
-                if any(numerator[field] != denominator[field] for field in free):
+                if any(numerator.get(field, "") != denominator.get(field, "") for field in free):
                     continue
                 entry = {"comparison": name, **{field: numerator[field] for field in KEY_FIELDS}}
+                if numerator.get("source"):
+                    entry["source"] = numerator["source"]
                 if "scope" in top:
                     entry["scope"] = f"{top['scope']} / {bottom['scope']}"
                 if "conv" in top and "conv" in bottom:
@@ -300,6 +325,45 @@ def compute_ratios(rows: List[Dict]) -> List[Dict]:
     return ratios
 
 
+def compute_source_ratios(rows: List[Dict]) -> List[Dict]:
+    """Each checkout's time and added memory over the first checkout's, per configuration (the
+    cost of a change, measured in one run); empty without --source-trees."""
+    timed = [row for row in rows if "seconds_per_step" in row and row.get("source")]
+    first = {}
+    for row in timed:
+        first.setdefault(tuple(row[field] for field in KEY_FIELDS + ("implementation",)), row)
+    ratios = []
+    for row in timed:
+        base = first[tuple(row[field] for field in KEY_FIELDS + ("implementation",))]
+        if row is base:
+            continue
+        entry = {"source": f"{row['source']} / {base['source']}",
+                 **{field: row[field] for field in KEY_FIELDS + ("implementation",)},
+                 "time_ratio": row["seconds_per_step"] / base["seconds_per_step"]}
+        if row.get("added_memory_mb") and base.get("added_memory_mb"):
+            entry["memory_ratio"] = row["added_memory_mb"] / base["added_memory_mb"]
+        ratios.append(entry)
+    return ratios
+
+
+def parse_source_trees(text: str) -> List[Dict[str, str]]:
+    """``before=../old,after=.`` -> [{"label": "before", "path": <absolute>}, ...]; SystemExit
+    naming a malformed entry or a path that is not a checkout of this package."""
+    trees = []
+    for item in filter(None, text.split(",")):
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"--source-trees: {item!r} is not LABEL=PATH")
+        path = os.path.abspath(path)
+        if not os.path.isfile(os.path.join(path, "fewshot_acdc", "__init__.py")):
+            raise SystemExit(f"--source-trees: {path} holds no fewshot_acdc package (give a checkout of this "
+                             "repository, e.g. git worktree add ../before <commit>)")
+        if any(tree["label"] == label for tree in trees):
+            raise SystemExit(f"--source-trees: label {label!r} is given twice")
+        trees.append({"label": label, "path": path})
+    return trees
+
+
 def format_table(rows: List[Dict], implementations: List[str], device: str) -> str:
     memory = "peak alloc MB" if device == "cuda" else "RSS added MB"
     header = f"{'backbone':<9} {'px':>4} {'conv':<10} {'scope':<6} {'order':<6} |"
@@ -308,9 +372,9 @@ def format_table(rows: List[Dict], implementations: List[str], device: str) -> s
     lines = [header, "-" * len(header)]
     groups: Dict[tuple, Dict[str, Dict]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[field] for field in KEY_FIELDS), {})[row["implementation"]] = row
-    for (backbone, conv, scope, order, size), by_impl in groups.items():
-        line = f"{backbone:<9} {size:>4} {conv:<10} {scope:<6} {order:<6} |"
+        groups.setdefault(tuple(row.get(field, "") for field in KEY_FIELDS + ("source",)), {})[row["implementation"]] = row
+    for (backbone, conv, scope, order, size, source), by_impl in groups.items():
+        line = f"{backbone:<9} {size:>4} {conv:<10} {scope:<6} {order:<6} |" + (f" {source:<8} |" if source else "")
         for name in implementations:
             row = by_impl.get(name, {})
             if "seconds_per_step" in row:
@@ -349,12 +413,14 @@ def main(argv=None) -> int:
               "meta_batch": args.meta_batch, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr,
               "task_batching": args.task_batching, "repeats": args.repeats, "device": device,
               "threads": args.threads, "cpu_memory": args.cpu_memory}
+    trees = parse_source_trees(args.source_trees)
     grid = []
     for backbone, size, conv, scope, order, implementation in configuration_grid(
             args.backbones, args.image_sizes, args.convs, args.scopes, args.orders, implementations,
             conv_axis=2, scope_axis=3):
-        grid.append({"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": int(size),
-                     "implementation": implementation, **common})
+        config = {"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": int(size),
+                  "implementation": implementation, **common}
+        grid += [{**config, "source": tree["label"], "source_path": tree["path"]} for tree in trees] or [config]
     started = time.time()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     rounds = []
@@ -367,10 +433,12 @@ def main(argv=None) -> int:
                      if "seconds_per_step" in result else result["error"])
             print(f"[{time.time() - started:6.0f} s] round {round_index + 1}/{args.rounds} {config['backbone']} "
                   f"{config['image_size']}px {config['conv']} {config['scope']} {config['order']} "
-                  f"{config['implementation']}: {shown}", flush=True)
+                  f"{config['implementation']}{' ' + config['source'] if config.get('source') else ''}: {shown}",
+                  flush=True)
         rounds.append(round_rows)
     rows = aggregate(rounds)
     ratios = compute_ratios(rows)
+    source_ratios = compute_source_ratios(rows)
     import torch
     report = {
         "created": created_now(),
@@ -385,8 +453,16 @@ def main(argv=None) -> int:
         "rows": rows,
         "ratios": ratios,
     }
+    if trees:
+        report["source_trees"] = [{**tree, **source_revision(tree["path"])} for tree in trees]
+        report["source_ratios"] = source_ratios
     print(format_table(rows, implementations, device))
     print(format_ratios(ratios))
+    for entry in source_ratios:
+        memory = f"{entry['memory_ratio']:.2f}x" if "memory_ratio" in entry else "-"
+        print(f"{entry['source']:<16} {entry['backbone']:<9} {entry['image_size']:>4}px {entry['conv']:<10} "
+              f"{entry['scope']:<6} {entry['order']:<6} {entry['implementation']:<11} time {entry['time_ratio']:.2f}x "
+              f"memory {memory}")
     save_report(report, args.out)
     return 0
 

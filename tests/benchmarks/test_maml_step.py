@@ -4,6 +4,7 @@ The timing itself is not tested (no wall-clock assertions); what is tested is th
 the docs report are derived correctly from the measured rows.
 """
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,47 @@ def test_a_failed_memory_run_fails_the_configuration(monkeypatch):
     monkeypatch.setattr(maml_step, "run_worker_process", fake_worker_process)
     result = maml_step.run_configuration({"device": "cpu", "cpu_memory": "live"}, timeout=10)
     assert result == {"error": "memory run: exit -9: killed"}
+
+
+def test_each_source_tree_is_its_own_row_and_ratios_divide_by_the_first():
+    before = [{**row("acdc-net", "all", "engine", 10.0, 200.0), "source": "before"},
+              {**row("standard", "all", "engine", 12.0, 300.0), "source": "before"}]
+    after = [{**row("acdc-net", "all", "engine", 9.0, 220.0), "source": "after"},
+             {**row("standard", "all", "engine", 12.0, 300.0), "source": "after"}]
+    rows = maml_step.aggregate([before + after, before + after])
+    assert [(r["conv"], r["source"]) for r in rows] == [("acdc-net", "before"), ("standard", "before"),
+                                                       ("acdc-net", "after"), ("standard", "after")]
+    ratios = {r["conv"]: r for r in maml_step.compute_source_ratios(rows)}
+    assert ratios["acdc-net"]["source"] == "after / before"
+    assert ratios["acdc-net"]["time_ratio"] == pytest.approx(0.9)
+    assert ratios["acdc-net"]["memory_ratio"] == pytest.approx(1.1)
+    assert ratios["standard"]["time_ratio"] == pytest.approx(1.0)
+    # the issue-7 ratios pair rows of one checkout only
+    versus_standard = [r for r in maml_step.compute_ratios(rows) if r["comparison"] == "acdc-net vs standard"]
+    assert sorted((r["source"], r["time_ratio"]) for r in versus_standard) == [("after", 0.75), ("before", pytest.approx(10 / 12))]
+    assert maml_step.compute_source_ratios([row("standard", "all", "engine", 1.0, 1.0)]) == []
+
+
+def test_source_trees_must_be_labelled_checkouts(tmp_path):
+    root = Path(maml_step.ROOT)
+    trees = maml_step.parse_source_trees(f"before={root},after={root}")
+    assert [(t["label"], t["path"]) for t in trees] == [("before", str(root)), ("after", str(root))]
+    for text, message in [(f"{root}", "is not LABEL=PATH"), (f"a={tmp_path}", "holds no fewshot_acdc package"),
+                          (f"a={root},a={root}", "label 'a' is given twice")]:
+        with pytest.raises(SystemExit, match=message):
+            maml_step.parse_source_trees(text)
+
+
+def test_a_worker_times_the_package_of_its_source_tree(tmp_path):
+    """The worker imports fewshot_acdc from the checkout it is given, not from this one."""
+    root = Path(maml_step.ROOT)
+    shutil.copytree(root / "fewshot_acdc", tmp_path / "fewshot_acdc", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "benchmarks", tmp_path / "benchmarks", ignore=shutil.ignore_patterns("__pycache__", "results"))
+    config = {"backbone": "conv4", "conv": "acdc-net", "scope": "all", "order": "first", "image_size": 16,
+              "implementation": "engine", "ways": 2, "shots": 1, "queries": 1, "meta_batch": 1, "inner_steps": 1,
+              "inner_lr": 0.01, "task_batching": "sequential", "repeats": 1, "device": "cpu", "threads": 1,
+              "source": "copy", "source_path": str(tmp_path)}
+    result = maml_step.run_worker_process(config, timeout=120)
+    assert result["package"] == str(tmp_path) and result["seconds_per_step"] > 0
+    config.pop("source_path")
+    assert maml_step.run_worker_process(config, timeout=120)["package"] == str(root)
