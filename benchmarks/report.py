@@ -4,8 +4,10 @@
 
 Sources: ``maml_step*.json`` from benchmarks/maml_step.py, ``maml_phases.json`` from
 benchmarks/maml_phases.py, ``saved_tensors.json`` from benchmarks/saved_tensors.py,
-``precision.json`` from benchmarks/precision.py, ``evaluation.json`` from benchmarks/evaluation.py
-and ``data_throughput.json`` from benchmarks/data_throughput.py.
+``precision.json`` from benchmarks/precision.py, ``evaluation.json`` and
+``evaluation_processes.json`` (``--processes``) from benchmarks/evaluation.py,
+``maml_step_nn_split.json`` (``--source-trees``) from benchmarks/maml_step.py and
+``data_throughput.json`` from benchmarks/data_throughput.py.
 Every number in the page comes from one of them; the page names the command and machine of each.
 """
 from __future__ import annotations
@@ -201,6 +203,59 @@ def evaluation_section(report: Dict, loader: Optional[Dict]) -> List[str]:
     return lines + [""]
 
 
+def source_trees_section(title: str, report: Dict) -> List[str]:
+    """A maml_step.py --source-trees report: each checkout's time and memory per configuration,
+    and each one's ratio to the first checkout's."""
+    trees = report["source_trees"]
+    names = ", ".join(f"`{tree['label']}` = {str(tree.get('git_commit') or '?')[:7]}" for tree in trees)
+    memory = "peak MB" if report.get("device") == "cuda" else "MB added"
+    lines = [f"## {title}", "", f"`{report.get('command')}` on {machine_line(report)}; checkouts {names}, "
+             f"interleaved in each of {report['settings'].get('rounds', '?')} rounds (medians):", "",
+             "| backbone | px | conv | scope | order | checkout | s/step | " + memory + " |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        timed = "seconds_per_step" in row
+        lines.append(f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
+                     f"{row.get('source', '')} | {row['seconds_per_step']:.2f} | " if timed else
+                     f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
+                     f"{row.get('source', '')} | error: {row.get('error', '?')[:40]} | ")
+        if timed:
+            lines[-1] += f"{row.get('added_memory_mb', float('nan')):.0f} |"
+        else:
+            lines[-1] += " |"
+    lines += ["", "| checkouts | backbone | px | conv | scope | order | time ratio | memory ratio |",
+              "|---|---|---|---|---|---|---|---|"]
+    for entry in report.get("source_ratios", []):
+        memory = f"{entry['memory_ratio']:.3f}" if "memory_ratio" in entry else ""
+        lines.append(f"| {entry['source']} | {entry['backbone']} | {entry['image_size']} | {entry['conv']} | "
+                     f"{entry['scope']} | {entry['order']} | {entry['time_ratio']:.3f} | {memory} |")
+    return lines + [""]
+
+
+def split_evaluation_section(report: Dict) -> List[str]:
+    """benchmarks/evaluation.py with --processes: sequential, batched and split evaluation side by side."""
+    settings = report["settings"]
+    lines = ["## Evaluation: one process, stacked episodes, episodes split across processes", "",
+             f"`{report.get('command')}` on {machine_line(report)}: 5-way, {settings['queries']} queries per class, "
+             f"{settings['inner_steps_eval']} inner steps, {settings['image_size']} px, {settings['episodes']} timed "
+             f"episodes, {report.get('threads', '?')} torch thread(s) per process; the split column is the episodes "
+             "shared by gloo processes as under torchrun, timed from a barrier after every rank's warm-up to the "
+             "gathered accuracies.", "",
+             "| backbone | conv | shots | sequential episodes/s | stacked (size) episodes/s | stacked / sequential | "
+             "processes | split episodes/s | split / sequential | split accuracy difference |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        batched = (row.get("batched") or [{}])[0]
+        for split in row.get("processes") or [{}]:
+            lines.append(
+                f"| {row['backbone']} | {row['conv']} | {row['shots']} | {row['evaluation_episodes_per_second']:.2f} | "
+                f"{batched.get('episodes_per_second', float('nan')):.2f} ({batched.get('eval_batch', '-')}) | "
+                f"{batched.get('over_sequential', float('nan')):.2f}x | {split.get('world_size', '-')} | "
+                f"{split.get('episodes_per_second', float('nan')):.2f} | {split.get('over_sequential', float('nan')):.2f}x | "
+                f"{split.get('max_accuracy_difference', float('nan')):.1g} |")
+    return lines + [""]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
@@ -224,6 +279,12 @@ def main(argv=None) -> int:
         report = load(name)
         if report:
             parts.append("\n".join(section(report)))
+    nn_split = load("maml_step_nn_split.json")
+    if nn_split:
+        parts.append("\n".join(source_trees_section("Meta-step before and after the nn/ split (issue 20)", nn_split)))
+    split = load("evaluation_processes.json")
+    if split:
+        parts.append("\n".join(split_evaluation_section(split)))
     evaluation = load("evaluation.json")
     if evaluation:
         parts.append("\n".join(evaluation_section(evaluation, load("data_throughput.json"))))

@@ -3,6 +3,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,7 @@ def make_recipe(target: str) -> str:
     return match.group(1).strip()
 
 
+@pytest.mark.docs
 def test_readme_quickstart_is_two_commands_that_set_themselves_up():
     # Issue 17: install, main job and tests were three commands (plus an unshown venv).
     assert quickstart_commands() == ["make demo", "bash scripts/with_env.sh python -m pytest -q"]
@@ -71,6 +73,7 @@ def test_readme_quickstart_is_two_commands_that_set_themselves_up():
     assert "scripts/install.sh" in (ROOT / "scripts" / "with_env.sh").read_text()
 
 
+@pytest.mark.docs
 def test_ci_runs_the_readme_test_command_and_installs_through_it():
     _, test = quickstart_commands()
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()

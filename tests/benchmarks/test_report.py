@@ -2,12 +2,15 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
 spec = importlib.util.spec_from_file_location("performance_report", SCRIPT)
 report = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(report)
 
 
+@pytest.mark.docs
 def test_the_committed_performance_page_is_what_the_saved_results_generate(tmp_path):
     generated = tmp_path / "performance.md"
     report.main(["--out", str(generated)])
@@ -37,3 +40,29 @@ def test_phase_section_lists_every_phase_and_the_query_pass_floor():
     assert "| resnet18 | 84 | acdc-net | all | second | 0.50 | 0.50 | 3.00 | 4.00 |  |" in lines
     assert "| resnet18 | 84 | acdc-net | query-pass | - |  |  |  | 1.00 | 1.00 |" in lines
     assert "| resnet18 | acdc-net | second | 0.25 | 0.85 | 0.80 | 0.67 |" in lines
+
+
+def test_source_trees_section_lists_each_checkout_and_its_ratio_to_the_first():
+    rows = [{"backbone": "resnet18", "image_size": 84, "conv": "acdc-net", "scope": "all", "order": "second",
+             "implementation": "engine", "source": source, "seconds_per_step": seconds, "added_memory_mb": memory}
+            for source, seconds, memory in (("before", 3.0, 400.0), ("after", 2.7, 410.0))]
+    saved = {"command": "python benchmarks/maml_step.py --source-trees before=../b,after=.", "settings": {"rounds": 2},
+             "source_trees": [{"label": "before", "git_commit": "48ef6380000"}, {"label": "after", "git_commit": "e552b93000"}],
+             "rows": rows, "source_ratios": [{"source": "after / before", "backbone": "resnet18", "image_size": 84,
+                                              "conv": "acdc-net", "scope": "all", "order": "second",
+                                              "time_ratio": 0.9, "memory_ratio": 1.025}]}
+    text = "\n".join(report.source_trees_section("Before and after", saved))
+    assert "`before` = 48ef638, `after` = e552b93" in text
+    assert "| resnet18 | 84 | acdc-net | all | second | before | 3.00 | 400 |" in text
+    assert "| after / before | resnet18 | 84 | acdc-net | all | second | 0.900 | 1.025 |" in text
+
+
+def test_split_evaluation_section_puts_the_three_ways_side_by_side():
+    saved = {"command": "python benchmarks/evaluation.py --processes 2", "threads": 1,
+             "settings": {"queries": 15, "inner_steps_eval": 5, "image_size": 84, "episodes": 8},
+             "rows": [{"backbone": "conv4", "conv": "standard", "shots": 1, "evaluation_episodes_per_second": 0.5,
+                       "batched": [{"eval_batch": 4, "episodes_per_second": 0.35, "over_sequential": 0.7}],
+                       "processes": [{"world_size": 2, "episodes_per_second": 0.95, "over_sequential": 1.9,
+                                      "max_accuracy_difference": 0.0}]}]}
+    text = "\n".join(report.split_evaluation_section(saved))
+    assert "| conv4 | standard | 1 | 0.50 | 0.35 (4) | 0.70x | 2 | 0.95 | 1.90x | 0 |" in text
