@@ -52,10 +52,23 @@ def source_revision(root: str = ROOT) -> Dict[str, Optional[object]]:
     return provenance.source_revision(root, MEASURED_CODE)
 
 
+# The code a benchmark measures is the code when it started: a commit made while it runs (they
+# take up to an hour) must not be recorded as its source. Each script imports this module first.
+_REVISION_AT_START: Optional[Dict[str, Optional[object]]] = None
+
+
+def revision_at_start() -> Dict[str, Optional[object]]:
+    global _REVISION_AT_START
+    if _REVISION_AT_START is None:
+        _REVISION_AT_START = source_revision()
+    return _REVISION_AT_START
+
+
 def save_report(report: Dict, path: str) -> None:
     """Write ``report`` as indented JSON to ``path`` (folders created) and say where; the code's
-    revision (:func:`source_revision`) is added as ``source`` unless the report has one."""
-    report = {**report, "source": report.get("source") or source_revision()}
+    revision when the script started (:func:`revision_at_start`, else :func:`source_revision` now)
+    is added as ``source`` unless the report has one."""
+    report = {**report, "source": report.get("source") or revision_at_start()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as handle:
         json.dump(report, handle, indent=1)

@@ -39,7 +39,7 @@ import torch.multiprocessing as multiprocessing
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import created_now, save_report  # noqa: E402
+from benchmarks.common import created_now, revision_at_start, save_report  # noqa: E402
 from benchmarks.split_evaluation import rank_worker  # noqa: E402
 from fewshot_acdc.runs import provenance  # noqa: E402
 from fewshot_acdc.data import create_dataset, episode_loader  # noqa: E402
@@ -142,6 +142,7 @@ def process_rates(model, scope: str, shots: int, sequential: dict, world_sizes, 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    revision_at_start()  # the code measured is the code now, whatever is committed meanwhile
     torch.set_num_threads(args.threads)
     dataset = create_dataset("builtin", split="test", image_size=args.image_size)
     started = time.time()

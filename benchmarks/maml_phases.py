@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, revision_at_start, save_report  # noqa: E402
 from fewshot_acdc.meta import adapted_parameter_names  # noqa: E402
 from fewshot_acdc.meta.functional import inner_loop, score_query  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
@@ -136,6 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    revision_at_start()  # the code measured is the code now, whatever is committed meanwhile
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     torch.set_num_threads(args.threads)

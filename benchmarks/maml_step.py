@@ -59,7 +59,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_TREE_VARIABLE = "FEWSHOT_ACDC_SOURCE_TREE"
 sys.path.insert(0, os.environ.get(SOURCE_TREE_VARIABLE) or ROOT)
 
-from benchmarks.common import configuration_grid, created_now, random_episode, save_report, source_revision  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, revision_at_start, save_report, source_revision  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "maml_step.json")
 IMPLEMENTATIONS = ("engine", "learn2learn", "higher")
@@ -404,6 +404,7 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(run_worker(json.loads(args.worker))))
         return 0
+    revision_at_start()  # the code measured is the code now, whatever is committed meanwhile
     device = resolve_device(args.device)
     implementations = args.implementations.split(",")
     unknown = set(implementations) - set(IMPLEMENTATIONS)

@@ -34,7 +34,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, revision_at_start, save_report  # noqa: E402
 from fewshot_acdc.cli.train import parse_inner_lr  # noqa: E402
 from fewshot_acdc.meta import MAML, Episode  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    revision_at_start()  # the code measured is the code now, whatever is committed meanwhile
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

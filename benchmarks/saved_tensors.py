@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from benchmarks.common import configuration_grid, created_now, random_episode, save_report  # noqa: E402
+from benchmarks.common import configuration_grid, created_now, random_episode, revision_at_start, save_report  # noqa: E402
 from fewshot_acdc.meta import adapted_parameter_names  # noqa: E402
 from fewshot_acdc.meta.functional import classification_loss, inner_loop  # noqa: E402
 from fewshot_acdc.models import create_backbone  # noqa: E402
@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    revision_at_start()  # the code measured is the code now, whatever is committed meanwhile
     torch.set_num_threads(args.threads)
     rows = []
     for backbone, conv, scope, order in configuration_grid(args.backbones, args.convs, args.scopes, args.orders):
