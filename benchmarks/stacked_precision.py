@@ -39,6 +39,7 @@ def main(argv=None) -> int:
 
     from fewshot_acdc.meta import MAML, Episode
     from fewshot_acdc.models import create_backbone
+    from fewshot_acdc.runs import provenance
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(1234)
     drawn = [random_episode(generator, args.image_size, 5, args.shots, 15) for _ in range(args.episodes)]
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     print(f"float32 vs float64, both sequential: max query-loss difference {float32_vs_float64:.1e}")
     save_report({"created": created_now(), "command": "python benchmarks/stacked_precision.py " + " ".join(
                      argv if argv is not None else sys.argv[1:]),
-                 "torch": torch.__version__, "cpu_count": os.cpu_count(), "settings": vars(args) | {"ways": 5, "queries": 15},
+                 "torch": torch.__version__, "cpu_count": os.cpu_count(), "machine": provenance.machine(), "settings": vars(args) | {"ways": 5, "queries": 15},
                  "rows": rows, "float32_vs_float64_sequential_max_query_loss_difference": float32_vs_float64}, args.out)
     return 0
 
