@@ -214,15 +214,10 @@ def source_trees_section(title: str, report: Dict) -> List[str]:
              "| backbone | px | conv | scope | order | checkout | s/step | " + memory + " |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
-        timed = "seconds_per_step" in row
+        measured = (f"{row['seconds_per_step']:.2f} | {row.get('added_memory_mb', float('nan')):.0f}"
+                    if "seconds_per_step" in row else f"error: {row.get('error', '?')[:40]} |")
         lines.append(f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
-                     f"{row.get('source', '')} | {row['seconds_per_step']:.2f} | " if timed else
-                     f"| {row['backbone']} | {row['image_size']} | {row['conv']} | {row['scope']} | {row['order']} | "
-                     f"{row.get('source', '')} | error: {row.get('error', '?')[:40]} | ")
-        if timed:
-            lines[-1] += f"{row.get('added_memory_mb', float('nan')):.0f} |"
-        else:
-            lines[-1] += " |"
+                     f"{row.get('source', '')} | {measured} |")
     lines += ["", "| checkouts | backbone | px | conv | scope | order | time ratio | memory ratio |",
               "|---|---|---|---|---|---|---|---|"]
     for entry in report.get("source_ratios", []):
