@@ -59,13 +59,10 @@ DEFAULT_LR = {"conv4": 0.4, "resnet10": 0.4, "resnet18": 0.1}
 # it keeps 0.1, the best of a 75-step trial (x1.66, as standard's x1.64).
 ACDC_ATOM_LR = {"conv4": 0.1, "resnet10": 0.003, "resnet18": 0.003}
 SIZED_BACKBONES = tuple(ACDC_ATOM_LR)
-# The `atoms` cell's own atom rate, where the rule above picked one that does not learn. "The
-# largest that lowers the support loss" sits at the edge of stability; the one-step support loss is
-# lowest well below it. ResNet18 `atoms` at 0.003 stayed near chance (27.4%, support loss 1.85 ->
-# 1.52 at initialisation, x0.82); its own probe (inner-lr-probe/resnet18-acdc-net-atoms-5w1s*.json)
-# is lowest at 0.0005 (x0.54; 0.001 x0.61, 0.0003 x0.54, 0.0001 x0.64). The 0.003 cell is kept in
-# experiments/results/omniglot-grid-superseded/. ResNet10's rule value is also its minimum (x0.52).
-ATOMS_CELL_ATOM_LR = {"resnet18": 0.0005}
+# Tried and not kept (experiments/results/omniglot-grid-alternatives/): ResNet18 `atoms` at the atom
+# rate where its own one-step probe's support loss is lowest (0.0005, x0.54; 0.003 x0.82) fits the
+# support set and not the task: validation 20.1% at 500 meta-steps against 0.003's 28.8%, so the
+# grid keeps 0.003. The support loss alone does not choose a step; the probe also reports the query.
 
 
 def cell_settings(cell) -> dict:
@@ -76,8 +73,6 @@ def cell_settings(cell) -> dict:
     settings["inner_lr"] = {"default": DEFAULT_LR[cell["backbone"]]}
     if cell["conv"] == "acdc-net":
         settings["inner_lr"]["atoms"] = ACDC_ATOM_LR[cell["backbone"]]
-        if cell["adapt"] == "atoms" and cell["backbone"] in ATOMS_CELL_ATOM_LR:
-            settings["inner_lr"]["atoms"] = ATOMS_CELL_ATOM_LR[cell["backbone"]]
     return settings
 
 
