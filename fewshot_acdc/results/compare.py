@@ -262,8 +262,8 @@ def default_comparisons(table: ResultsTable) -> list[PairedComparison]:
             k1, k2 = a.key, b.key
             if (
                 not k2.is_decomposed
-                and (k1.dataset, k1.backbone, k1.adapt, k1.first_order, k1.head_init)
-                == (k2.dataset, k2.backbone, k2.adapt, k2.first_order, k2.head_init)
+                and (k1.dataset, k1.backbone, k1.adapt, k1.first_order, k1.head_init, k1.variant)
+                == (k2.dataset, k2.backbone, k2.adapt, k2.first_order, k2.head_init, k2.variant)
             ):
                 out.extend(_compare_rows(table, a, b, "conv"))
     # adapt scope vs "all"
@@ -271,7 +271,7 @@ def default_comparisons(table: ResultsTable) -> list[PairedComparison]:
     for r in rows:
         k = r.key
         groups.setdefault(
-            (k.dataset, k.backbone, k.conv, k.size, k.group_size, k.first_order, k.head_init), []
+            (k.dataset, k.backbone, k.conv, k.size, k.group_size, k.first_order, k.head_init, k.variant), []
         ).append(r)
     for members in groups.values():
         scopes = sorted({r.key.adapt for r in members if r.key.adapt is not None})

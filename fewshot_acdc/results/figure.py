@@ -84,6 +84,8 @@ def figure_series(
         label = row.key.method_label
         if len(adapts) > 1 or (adapts and adapts != {"all"}):
             label += f", adapt {row.key.adapt}"
+        if row.key.variant:
+            label += f" ({row.key.variant})"
         for k in table.shots:
             cell = row.cells[k]
             if cell.status not in (CELL_OK, CELL_CROSS):

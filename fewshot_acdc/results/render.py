@@ -102,7 +102,8 @@ def trained_label(shots: int | None) -> str:
 
 def _adapt_text(row: Row) -> str:
     return ((row.key.adapt or "?") + (", first-order" if row.key.first_order else "")
-            + (", shared head" if row.key.head_init == "shared" else ""))
+            + (", shared head" if row.key.head_init == "shared" else "")
+            + (f" ({row.key.variant})" if row.key.variant else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +189,8 @@ def cross_shot_markdown(table: ResultsTable) -> list[str]:
                     else "no" + (f" ({c.shots}-shot is not a column)" if c.shots not in table.shots
                                  else f" (the {c.shots}-shot cell has its own run or several of these)"))
         body.append(([c.key.dataset or DASH] if show_dataset else []) + [
-            f"`{c.run.name}`", c.key.backbone_label, c.key.conv_label, c.key.adapt or "?",
+            f"`{c.run.name}`", c.key.backbone_label, c.key.conv_label,
+            (c.key.adapt or "?") + (f" ({c.key.variant})" if c.key.variant else ""),
             f"{c.trained_shots}-shot", f"{table.ways}-way {c.shots}-shot",
             fmt_acc(c.eval.mean, c.eval.ci95, c.eval.episodes), in_table,
         ])
@@ -421,7 +423,7 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def results_csv_header(table: ResultsTable) -> list[str]:
-    header = ["dataset", "backbone", "conv", "size", "group_size", "adapt", "first_order", "head_init"]
+    header = ["dataset", "backbone", "conv", "size", "group_size", "adapt", "first_order", "head_init", "variant"]
     for k in table.shots:
         p = f"acc_{table.ways}way_{k}shot"
         header += [f"{p}_mean_pct", f"{p}_ci95_pct", f"{p}_episodes", f"{p}_status",
@@ -443,7 +445,7 @@ def render_results_csv(table: ResultsTable) -> str:
             k_.dataset or "", k_.backbone or "", k_.conv or "",
             "" if k_.size is None else k_.size,
             "" if k_.group_size is None else k_.group_size,
-            k_.adapt or "", str(k_.first_order).lower(), k_.head_init,
+            k_.adapt or "", str(k_.first_order).lower(), k_.head_init, k_.variant,
         ]
         all_notes = list(row.notes)
         for k in table.shots:

@@ -18,9 +18,15 @@ How runs become rows and cells (the rule is also in ``docs/results.md``):
   ``ResultsTable.cross_shot``, and a cell that no run trained k-shot fills shows the row's one
   cross-shot evaluation at k shots, with status ``cross-shot`` and the training shot count
   (``Cell.trained_shots``), so every rendering labels it.
-* If more than one run qualifies for a cell, the cell is a *conflict*: no number is picked, the
-  candidates are listed in ``ResultsTable.problems`` with their accuracies. Pass only the run
-  you mean (e.g. one seed) to resolve it.
+* Runs of one row trained at one shot count that differ in a training setting
+  (:data:`VARIANT_SETTINGS`: step sizes, inner steps, meta-steps, ...) are different experiments
+  (an ablation), so each setting gets a row of its own: :attr:`RowKey.variant` names the settings
+  in which its runs differ from the group's most common value (``iterations=2000``,
+  ``inner_lr.atoms=0.0005``); the runs with the common values keep the plain row.
+* If more than one run qualifies for a cell with the same settings (seeds of one setting), the
+  cell is a *conflict*: no number is picked, the candidates are listed in
+  ``ResultsTable.problems`` with their accuracies. Pass only the run you mean (e.g. one seed) to
+  resolve it.
 * Only finished runs (status ``ok``) fill cells, unless ``include_unfinished=True``, in which
   case unfinished runs that already have an evaluation fill cells marked as such.
 * Parameter counts come from ``summary.json`` of the runs that fill the row's cells; if they
@@ -105,11 +111,13 @@ class RowKey:
     adapt: str | None
     first_order: bool
     head_init: str = "per-class"
+    variant: str = ""  # the training settings that set this row's runs apart (module docstring)
 
     @classmethod
-    def from_run(cls, run: RunRecord) -> "RowKey":
+    def from_run(cls, run: RunRecord, variant: str = "") -> "RowKey":
         i = run.identity
-        return cls(i.dataset, i.backbone, i.conv, i.size, i.group_size, i.adapt, i.first_order, i.head_init)
+        return cls(i.dataset, i.backbone, i.conv, i.size, i.group_size, i.adapt, i.first_order, i.head_init,
+                   variant)
 
     @property
     def depth(self) -> int | None:
@@ -146,6 +154,8 @@ class RowKey:
         if not self.is_decomposed and self.conv not in (None, "standard"):
             parts[-1] += f" ({self.conv})"
         parts.append(f"adapt {self.adapt}" + (", shared head" if self.head_init == "shared" else ""))
+        if self.variant:
+            parts.append(self.variant)
         return " · ".join(parts)
 
     def sort_key(self) -> tuple:
@@ -164,6 +174,7 @@ class RowKey:
             self.adapt or "",
             self.first_order,
             self.head_init,
+            self.variant,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +187,7 @@ class RowKey:
             "adapt": self.adapt,
             "first_order": self.first_order,
             "head_init": self.head_init,
+            "variant": self.variant,
             "label": self.label,
             "method": self.method_label,
         }
@@ -363,6 +375,77 @@ def eligible(run: RunRecord, include_unfinished: bool = False) -> bool:
     )
 
 
+#: Training settings (``config.yaml`` keys) in which runs of one row may differ as an ablation;
+#: a mapping value (``inner_lr: {atoms: .., default: ..}``) counts per entry. Not here: the seed
+#: (repeats of one setting are a conflict, not rows) and bookkeeping (device, threads, paths, logging).
+VARIANT_SETTINGS = (
+    "inner_lr", "learn_inner_lr", "inner_steps", "inner_steps_eval", "multi_step_anneal", "batchnorm",
+    "meta_lr", "meta_lr_schedule", "meta_lr_min", "meta_batch", "grad_clip", "iterations", "queries",
+    "image_size", "augment", "rotations", "omniglot_background", "atom_drop", "task_batching",
+)
+
+
+def _settings(run: RunRecord) -> dict[str, str]:
+    """``run``'s :data:`VARIANT_SETTINGS`, flattened (``inner_lr.atoms``), as display strings."""
+    config = run.config or {}
+    out: dict[str, str] = {}
+    for name in VARIANT_SETTINGS:
+        value = config.get(name)
+        if isinstance(value, dict):
+            out.update({f"{name}.{k}": _shown(v) for k, v in sorted(value.items())})
+        else:
+            out[name] = _shown(value)
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def variant_labels(runs: Sequence[RunRecord]) -> list[str]:
+    """For runs of one row and training shot count: each run's settings that differ from the
+    group's most common value (``""``: it has the common value of every setting). A setting with
+    no single most common value labels every run with its own value."""
+    if len(runs) < 2:
+        return [""] * len(runs)
+    settings = [_settings(run) for run in runs]
+    names = sorted({name for s in settings for name in s})
+    labels: list[list[str]] = [[] for _ in runs]
+    for name in names:
+        values = [s.get(name, "none") for s in settings]
+        if len(set(values)) == 1:
+            continue
+        counts = {v: values.count(v) for v in values}
+        top = max(counts.values())
+        common = next(iter(v for v, c in counts.items() if c == top)) if list(counts.values()).count(top) == 1 else None
+        for label, value in zip(labels, values):
+            if value != common:
+                label.append(f"{name}={value}")
+    return [", ".join(label) for label in labels]
+
+
+def _in_columns(run: RunRecord, split: str, ways: int, shots: Sequence[int]) -> bool:
+    return any((s, w) == (split, ways) and k in shots for s, w, k in run.evals)
+
+
+def _row_keys(runs: Sequence[RunRecord], split: str, ways: int, shots: Sequence[int]) -> dict[int, RowKey]:
+    """``id(run) -> RowKey`` with each run's variant among the runs that share its row and training
+    shot count and have an evaluation in the table's columns."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for run in runs:
+        if _in_columns(run, split, ways, shots):
+            groups.setdefault((RowKey.from_run(run), run.identity.shots), []).append(run)
+    keys = {id(run): RowKey.from_run(run) for run in runs}
+    for members in groups.values():
+        for run, label in zip(members, variant_labels(members)):
+            keys[id(run)] = RowKey.from_run(run, label)
+    return keys
+
+
 def build_table(
     records: Sequence[RunRecord],
     *,
@@ -376,10 +459,10 @@ def build_table(
     candidates: dict[RowKey, dict[int, list[RunRecord]]] = {}
     cross_shot: list[CrossShot] = []
     unused: list[tuple[RunRecord, str]] = []
-    for run in records:
-        if not eligible(run, include_unfinished):
-            continue
-        key = RowKey.from_run(run)
+    runs = [run for run in records if eligible(run, include_unfinished)]
+    row_keys = _row_keys(runs, split, ways, shots)
+    for run in runs:
+        key = row_keys[id(run)]
         used = False
         for (e_split, e_ways, k), result in sorted(run.evals.items()):
             if (e_split, e_ways) != (split, ways):

@@ -83,6 +83,7 @@ class RunBuilder:
         config: bool = True,
         metrics: Sequence[dict] | None = None,
         summary_extra: dict[str, Any] | None = None,
+        config_extra: dict[str, Any] | None = None,
     ) -> Path:
         """A run directory. ``evals`` maps eval file names (``test_5way_1shot.json``) to a
         payload dict, a list of accuracies (payload built with defaults), or raw text."""
@@ -101,6 +102,7 @@ class RunBuilder:
                 cfg[size_key] = size
             cfg.update(iterations=60000, meta_batch=4, inner_steps=5, inner_lr=0.01,
                        meta_lr=0.001, queries_eval=QUERIES, test_episodes=600, seed=0)
+            cfg.update(config_extra or {})
             (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         if metrics is not None:
             (run / "metrics.jsonl").write_text(

@@ -433,3 +433,15 @@ def test_cross_shot_evaluations_are_shown_and_labelled_in_every_output(make_run,
         ("runs/r18-std-1", 1, 5, True), ("runs/r18-1", 1, 5, True)]
     # ACDC against standard is paired at 1 shot only: a cross-shot cell is another protocol
     assert [(c["kind"], c["shots"]) for c in data["comparisons"]] == [("conv", 1)]
+
+
+def test_a_setting_variant_is_named_in_every_rendering(make_run, tmp_path):
+    make_run("grid", evals={"test_5way_1shot.json": [0.3, 0.4]})  # iterations: 60000
+    make_run("long", config_extra={"iterations": 2000}, evals={"test_5way_1shot.json": [0.5, 0.6]})
+    paths = write_report([tmp_path / "runs"], tmp_path / "out", published=False)
+    long, grid = md_tables(section(paths.markdown.read_text(encoding="utf-8"), "## Our results"))[0]
+    # two runs, no common setting: both rows say theirs
+    assert (long["Adapt"], grid["Adapt"]) == ("all (iterations=2000)", "all (iterations=60000)")
+    assert long["5-way 1-shot"].startswith("55.00") and grid["5-way 1-shot"].startswith("35.00")
+    assert [row["variant"] for row in read_csv(paths.csv)] == ["iterations=2000", "iterations=60000"]
+    assert "all (iterations=2000)" in paths.latex.read_text(encoding="utf-8")

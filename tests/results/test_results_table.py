@@ -5,7 +5,11 @@
   ``test_5way_<k>shot``; an evaluation at another shot count (cross-shot) never stands in for
   such a run, but is listed as such and fills, marked ``cross-shot``, a cell no run trained at
   that count fills;
-- two runs competing for one cell are a conflict: no number is picked, both are reported;
+- runs of one row and shot count that differ in a training setting (step sizes, meta-steps, ...)
+  are an ablation: each setting is a row of its own, labelled by what sets it apart from the
+  most common setting;
+- two runs with the same settings competing for one cell are a conflict: no number is picked,
+  both are reported;
 - parameters come from summary.json (a disagreement is reported, not hidden); time per step
   and peak memory are per cell;
 - only finished runs count unless ``include_unfinished``.
@@ -185,3 +189,47 @@ def test_a_shared_head_run_is_its_own_row_and_old_runs_count_as_per_class(make_r
     assert rows["shared"].key.label.endswith("adapt all, shared head")
     assert "shared head" not in rows["per-class"].key.label
     assert table.problems == []
+
+
+def test_runs_that_differ_in_a_training_setting_are_rows_labelled_by_the_difference(make_run, tmp_path):
+    make_run("grid", config_extra={"inner_lr": {"default": 0.1, "atoms": 0.003}},
+             evals={"test_5way_1shot.json": [0.3, 0.3]})
+    make_run("long", config_extra={"inner_lr": {"default": 0.1, "atoms": 0.003}, "iterations": 2000},
+             evals={"test_5way_1shot.json": [0.5, 0.5]})
+    make_run("lslr", config_extra={"inner_lr": {"default": 0.1, "atoms": 0.003}, "learn_inner_lr": "lslr"},
+             evals={"test_5way_1shot.json": [0.4, 0.4]})
+    make_run("five", shots=5, config_extra={"inner_lr": {"default": 0.1, "atoms": 0.0005}},
+             evals={"test_5way_5shot.json": [0.6, 0.6]})  # alone at 5 shots: the plain row
+    table = table_of(tmp_path)
+    rows = {row.key.variant: row for row in table.rows}
+    assert set(rows) == {"", "iterations=2000", "learn_inner_lr=lslr"}
+    assert rows[""].cell(1).run.name == "runs/grid" and rows[""].cell(5).run.name == "runs/five"
+    assert rows["iterations=2000"].cell(1).mean == pytest.approx(0.5)
+    assert rows["learn_inner_lr=lslr"].cell(1).mean == pytest.approx(0.4)
+    assert rows["iterations=2000"].key.label.endswith("adapt all · iterations=2000")
+    assert table.problems == []
+
+
+def test_two_settings_with_no_common_one_label_both_rows(make_run, tmp_path):
+    make_run("a", config_extra={"inner_lr": {"atoms": 0.003, "default": 0.1}}, evals={"test_5way_1shot.json": [0.3]})
+    make_run("b", config_extra={"inner_lr": {"atoms": 0.0005, "default": 0.1}}, evals={"test_5way_1shot.json": [0.2]})
+    table = table_of(tmp_path)
+    assert sorted(row.key.variant for row in table.rows) == ["inner_lr.atoms=0.0005", "inner_lr.atoms=0.003"]
+
+
+def test_seeds_of_one_setting_stay_a_conflict_beside_another_setting(make_run, tmp_path):
+    make_run("seed0", evals={"test_5way_1shot.json": [0.4]})
+    make_run("seed1", config_extra={"seed": 1}, evals={"test_5way_1shot.json": [0.5]})
+    make_run("fo", config_extra={"meta_batch": 8}, evals={"test_5way_1shot.json": [0.6]})
+    table = table_of(tmp_path)
+    rows = {row.key.variant: row for row in table.rows}
+    assert rows[""].cell(1).status == "conflict" and len(rows[""].cell(1).candidates) == 2
+    assert rows["meta_batch=8"].cell(1).mean == pytest.approx(0.6)
+
+
+def test_a_run_with_no_evaluation_in_the_columns_does_not_label_the_others(make_run, tmp_path):
+    make_run("table", config_extra={"omniglot_background": "all"}, evals={"test_5way_1shot.json": [0.4]})
+    for name in ("small1", "small1-long", "small2"):  # evaluated on another benchmark only
+        make_run(name, config_extra={"omniglot_background": name[:6]}, evals={"test_20way_1shot.json": [0.5]})
+    [row] = table_of(tmp_path).rows
+    assert row.key.variant == "" and row.cell(1).run.name == "runs/table"
