@@ -94,12 +94,13 @@ def grid_cells(backbones=SIZED_BACKBONES, convs=CONVS, adapts=ADAPTS, shots=SHOT
 TWENTY_WAY_SETTINGS = {"ways": 20, "iterations": 500, "meta_batch": 4}
 
 
-def all_runs_cells(name: str, ways: int = 5, head_init: str = "per-class", iterations: int = None):
+def all_runs_cells(name: str, ways: int = 5, head_init: str = "per-class", iterations: int = None,
+                   backgrounds=MINIMAL_BACKGROUNDS):
     """``name`` (a grid cell) trained on each minimal background set alone, scored on all_runs;
     ``ways=20``: meta-trained 20-way (``TWENTY_WAY_SETTINGS``), named ``...-20w1s-...``;
     ``head_init='shared'`` (UNICORN-MAML: the start a widened head gives 20-way tasks is the one
     every training task had), named ``...-shared-...``; ``iterations``: meta-steps other than the
-    cell's, named ``...-<N>it-...``."""
+    cell's, named ``...-<N>it-...``; ``backgrounds``: which of the minimal sets (default both)."""
     (cell,) = [c for c in grid_cells() if c.name == name] or [None]
     if cell is None:
         raise SystemExit(f"--all-runs {name}: not a grid cell; cells: {', '.join(c.name for c in grid_cells())}")
@@ -116,7 +117,7 @@ def all_runs_cells(name: str, ways: int = 5, head_init: str = "per-class", itera
         overrides["iterations"] = iterations
         base += f"-{iterations}it"
     return [Cell(f"{base}-{background}", {**overrides, "omniglot_background": background},
-                 eval_shots=(), benchmarks=("omniglot-all-runs",)) for background in MINIMAL_BACKGROUNDS]
+                 eval_shots=(), benchmarks=("omniglot-all-runs",)) for background in backgrounds]
 
 
 def main(argv=None) -> int:
@@ -136,6 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--all-runs-head-init", default="per-class", choices=("per-class", "shared"),
                         help="with --all-runs: where each task's head starts (shared: UNICORN-MAML)")
     parser.add_argument("--all-runs-iterations", type=int, help="with --all-runs: meta-steps (default: the cell's)")
+    parser.add_argument("--all-runs-backgrounds", nargs="+", default=list(MINIMAL_BACKGROUNDS),
+                        choices=MINIMAL_BACKGROUNDS, help="with --all-runs: the minimal background sets (default both)")
     parser.add_argument("--data-root", help="folder holding omniglot/ (default: $FEWSHOT_DATA, else ./data)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
 
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
     cells = all_runs_cells(args.all_runs, args.all_runs_ways, args.all_runs_head_init,
-                           args.all_runs_iterations) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
+                           args.all_runs_iterations, args.all_runs_backgrounds) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
                                                                            args.shots)
     run_grid(cells, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run)
     if not (args.dry_run or args.no_report):
