@@ -391,6 +391,8 @@ def _settings(run: RunRecord) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in VARIANT_SETTINGS:
         value = config.get(name)
+        if name == "inner_lr" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = {"default": value}  # one rate for every role is the per-role form's default
         if isinstance(value, dict):
             out.update({f"{name}.{k}": _shown(v) for k, v in sorted(value.items())})
         else:
@@ -420,8 +422,8 @@ def variant_labels(runs: Sequence[RunRecord]) -> list[str]:
         if len(set(values)) == 1:
             continue
         counts = {v: values.count(v) for v in values}
-        top = max(counts.values())
-        common = next(iter(v for v, c in counts.items() if c == top)) if list(counts.values()).count(top) == 1 else None
+        ranked = sorted(counts.values(), reverse=True)
+        common = max(counts, key=counts.get) if ranked[0] > ranked[1] else None
         for label, value in zip(labels, values):
             if value != common:
                 label.append(f"{name}={value}")

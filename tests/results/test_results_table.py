@@ -210,6 +210,16 @@ def test_runs_that_differ_in_a_training_setting_are_rows_labelled_by_the_differe
     assert table.problems == []
 
 
+def test_one_inner_lr_for_every_role_reads_as_the_per_role_default(make_run, tmp_path):
+    make_run("scalar", config_extra={"inner_lr": 0.1}, evals={"test_5way_1shot.json": [0.3]})
+    make_run("mapping", config_extra={"inner_lr": {"default": 0.1}}, evals={"test_5way_1shot.json": [0.3]})
+    make_run("atoms", config_extra={"inner_lr": {"default": 0.1, "atoms": 0.003}}, evals={"test_5way_1shot.json": [0.4]})
+    table = table_of(tmp_path)
+    rows = {row.key.variant: row for row in table.rows}
+    assert set(rows) == {"", "inner_lr.atoms=0.003"}
+    assert rows[""].cell(1).status == "conflict"  # the same setting written two ways
+
+
 def test_two_settings_with_no_common_one_label_both_rows(make_run, tmp_path):
     make_run("a", config_extra={"inner_lr": {"atoms": 0.003, "default": 0.1}}, evals={"test_5way_1shot.json": [0.3]})
     make_run("b", config_extra={"inner_lr": {"atoms": 0.0005, "default": 0.1}}, evals={"test_5way_1shot.json": [0.2]})
