@@ -37,11 +37,13 @@ How runs become rows and cells (the rule is also in ``docs/results.md``):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..vocabulary import CONV_KIND_TABLE
+from ..config import TrainConfig
+from ..vocabulary import CONV_KIND_TABLE, check_role_learning_rates
 from .runs import (
     STATUS_OK,
     STATUS_UNFINISHED,
@@ -385,14 +387,21 @@ VARIANT_SETTINGS = (
 )
 
 
+# A setting a run's config.yaml lacks (written before it existed) had today's default.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
 def _settings(run: RunRecord) -> dict[str, str]:
     """``run``'s :data:`VARIANT_SETTINGS`, flattened (``inner_lr.atoms``), as display strings."""
     config = run.config or {}
     out: dict[str, str] = {}
     for name in VARIANT_SETTINGS:
-        value = config.get(name)
-        if name == "inner_lr" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = {"default": value}  # one rate for every role is the per-role form's default
+        value = config.get(name, _DEFAULTS[name])
+        if name == "inner_lr":
+            try:  # one number is every role's rate: the per-role form's default
+                value = check_role_learning_rates(value)
+            except (TypeError, ValueError):
+                pass  # shown as written
         if isinstance(value, dict):
             out.update({f"{name}.{k}": _shown(v) for k, v in sorted(value.items())})
         else:
@@ -442,9 +451,9 @@ def _row_keys(runs: Sequence[RunRecord], split: str, ways: int, shots: Sequence[
         if _in_columns(run, split, ways, shots):
             groups.setdefault((RowKey.from_run(run), run.identity.shots), []).append(run)
     keys = {id(run): RowKey.from_run(run) for run in runs}
-    for members in groups.values():
+    for (plain, _), members in groups.items():
         for run, label in zip(members, variant_labels(members)):
-            keys[id(run)] = RowKey.from_run(run, label)
+            keys[id(run)] = dataclasses.replace(plain, variant=label)
     return keys
 
 
@@ -465,18 +474,15 @@ def build_table(
     row_keys = _row_keys(runs, split, ways, shots)
     for run in runs:
         key = row_keys[id(run)]
-        used = False
         for (e_split, e_ways, k), result in sorted(run.evals.items()):
             if (e_split, e_ways) != (split, ways):
                 continue
             if run.identity.shots is not None and run.identity.shots != k:
                 # cross-shot: listed whatever k is, shown in a cell only if k is a column
                 cross_shot.append(CrossShot(key, run, result, run.identity.shots))
-                used = used or k in shots
             elif k in shots:
                 candidates.setdefault(key, {}).setdefault(k, []).append(run)
-                used = True
-        if used:
+        if _in_columns(run, split, ways, shots):
             candidates.setdefault(key, {})  # a row even when only cross-shot evaluations fill it
         else:
             have = ", ".join(f"{s} {w}-way {k}-shot" for s, w, k in sorted(run.evals)) or "none"

@@ -4,6 +4,7 @@ The probe picks the grid's inner step sizes, so its numbers must be the losses a
 the adapted parameters on the episode's own support and query sets.
 """
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -44,14 +45,13 @@ def test_a_vanishing_step_changes_nothing_and_a_real_step_lowers_the_support_los
     assert 0.0 <= small["query_accuracy_after"] <= 1.0
 
 
-def test_main_writes_a_record_naming_steps_commit_and_machine(tmp_path, monkeypatch, capsys):
+def test_main_writes_a_record_naming_steps_commit_and_machine(tmp_path, capsys):
     out = tmp_path / "probe.json"
     code = inner_lr_probe.main([
         "--config", str(SCRIPT.parents[1] / "configs" / "quick_builtin.yaml"),
         "--set", "image_size=20", "--set", f"episode_dir={tmp_path / 'episodes'}", "--set", "device=cpu",
         "--lr", "0.01", "--episodes", "2", "--steps", "3", "--out", str(out)])
     assert code == 0
-    import json
     record = json.loads(out.read_text())
     assert record["steps"] == 3 and len(record["rows"]) == 1
     assert {"source", "machine", "created"} <= set(record)

@@ -15,6 +15,8 @@
 - only finished runs count unless ``include_unfinished``.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -208,6 +210,16 @@ def test_runs_that_differ_in_a_training_setting_are_rows_labelled_by_the_differe
     assert rows["learn_inner_lr=lslr"].cell(1).mean == pytest.approx(0.4)
     assert rows["iterations=2000"].key.label.endswith("adapt all · iterations=2000")
     assert table.problems == []
+
+
+def test_variant_settings_are_config_keys_and_a_missing_one_reads_as_its_default(make_run, tmp_path):
+    from fewshot_acdc.config import TrainConfig
+    from fewshot_acdc.results.table import VARIANT_SETTINGS
+    assert set(VARIANT_SETTINGS) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    make_run("old", evals={"test_5way_1shot.json": [0.3]})  # written before task_batching existed
+    make_run("new", config_extra={"task_batching": TrainConfig.task_batching}, evals={"test_5way_1shot.json": [0.4]})
+    [row] = table_of(tmp_path).rows
+    assert row.key.variant == "" and row.cell(1).status == "conflict"
 
 
 def test_one_inner_lr_for_every_role_reads_as_the_per_role_default(make_run, tmp_path):
