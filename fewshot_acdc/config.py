@@ -17,7 +17,7 @@ import yaml
 from .utils import closest_name as _closest
 from .vocabulary import (ACDC_SHARINGS, ADAPT_SCOPES, BACKBONES, BATCHNORM_CHOICES, CONV_KIND_TABLE, CONV_KINDS,
                          DEFAULT_CONV_SIZE, DEFAULT_INNER_STEPS, DEFAULT_INNER_STEPS_EVAL, HEAD_INITS,
-                         LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLE_HOLDERS, SCOPE_TABLE,
+                         LEARNED_STEP_SIZES, LR_SCALINGS, META_LR_SCHEDULES, OPTIMIZERS, OMNIGLOT_BACKGROUNDS, ROLE_HOLDERS, SCOPE_TABLE,
                          SIZE_KEYS, check_role_learning_rates, conv_for_acdc, conv_kind, conv_size)
 
 # The `--acdc` alias's values (kept for the CLI and for configs saved before `conv` was the one key).
@@ -65,6 +65,15 @@ class TrainConfig:
     meta_lr: float = 1e-3
     meta_lr_schedule: str = "constant"  # constant | cosine (annealed to meta_lr_min over the run's iterations)
     meta_lr_min: float = 0.0
+    meta_optimizer: str = "adam"      # adam | adamw | sgd (Nesterov momentum): the outer loop's optimiser
+    weight_decay: float = 0.0         # the outer optimiser's (AdamW: decoupled; Adam, SGD: L2)
+    momentum: float = 0.9             # SGD's Nesterov momentum, in the outer loop and in pretraining
+    lr_scaling: str = "none"          # none | kernel: ACDC coefficients learn as if stored at the scale of the
+                                      # kernel they compose (x gamma under Adam, x gamma^2 under SGD and in the
+                                      # inner loop; fewshot_acdc.nn.scaling), in every loop
+    init: Optional[str] = None        # start from a pretraining run directory or checkpoint (pretrain.py): every
+                                      # weight but the classifier, which starts at zero (N ways, not the
+                                      # pretraining classes)
     meta_batch: int = 4
     grad_clip: Optional[float] = None
     task_batching: str = "sequential"
@@ -84,6 +93,16 @@ class TrainConfig:
                                       # sets alone: one alphabet held out for validation, all_runs is the test)
     num_workers: int = 0
     episode_dir: Optional[str] = None  # where fixed val/test episode sets are saved (None: data's cache dir)
+    # Supervised pretraining (pretrain.py): a linear classifier over every training class. Defaults
+    # are RFS's (Tian et al. 2020) recipe, which in this toolkit's Omniglot probe trained standard and
+    # ACDC networks alike (experiments/results/README.md); Adam at 1e-3 did not train ACDC-net.
+    pretrain_optimizer: str = "sgd"   # adam | adamw | sgd (Nesterov momentum: `momentum`)
+    pretrain_lr: float = 0.05
+    pretrain_weight_decay: float = 5e-4
+    pretrain_schedule: str = "cosine"  # constant | cosine (to 0 over the epochs, stepped per batch)
+    pretrain_epochs: int = 15
+    pretrain_batch: int = 64
+    pretrain_holdout: int = 5         # images of each training class held out to measure generalisation
     # Schedule and bookkeeping
     log_every: int = 100
     val_every: int = 500
@@ -131,10 +150,12 @@ CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 _CHOICES = {"backbone": BACKBONES, "conv": CONV_KINDS, "adapt": ADAPT_SCOPES, "dataset": DATASETS,
             "device": DEVICES, "task_batching": TASK_BATCHING, "learn_inner_lr": LEARNED_STEP_SIZES,
             "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES, "head_init": HEAD_INITS,
-            "omniglot_background": OMNIGLOT_BACKGROUNDS}
+            "omniglot_background": OMNIGLOT_BACKGROUNDS, "meta_optimizer": OPTIMIZERS,
+            "pretrain_optimizer": OPTIMIZERS, "pretrain_schedule": META_LR_SCHEDULES, "lr_scaling": LR_SCALINGS}
 _POSITIVE = ("inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
-             "image_size", "log_every", "val_every", "val_episodes", "test_episodes")
-_NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed")
+             "image_size", "log_every", "val_every", "val_episodes", "test_episodes", "pretrain_epochs",
+             "pretrain_batch")
+_NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed", "weight_decay", "pretrain_weight_decay", "pretrain_holdout")
 
 
 def _validate(config: TrainConfig) -> None:
@@ -165,6 +186,10 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(str(error)) from None
     if not config.meta_lr > 0:
         raise ConfigError(f"meta_lr must be > 0, got {config.meta_lr}")
+    if not config.pretrain_lr > 0:
+        raise ConfigError(f"pretrain_lr must be > 0, got {config.pretrain_lr}")
+    if not 0.0 <= config.momentum < 1.0:
+        raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}")
     if not 0 <= config.meta_lr_min < config.meta_lr:
         raise ConfigError(f"meta_lr_min must be >= 0 and below meta_lr ({config.meta_lr}), got {config.meta_lr_min}")
     if config.multi_step_anneal is not None and config.multi_step_anneal < 1:

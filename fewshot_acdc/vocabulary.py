@@ -33,8 +33,16 @@ BATCHNORM_CHOICES = ("transductive", "per-step")
 # ways (a 5-way-trained model scores 20-way episodes with the same start).
 HEAD_INITS = ("per-class", "shared")
 
-# Outer-loop learning-rate schedules.
+# Outer-loop learning-rate schedules (also pretraining's).
 META_LR_SCHEDULES = ("constant", "cosine")
+
+# Optimisers of the outer loop and of supervised pretraining (SGD: with Nesterov momentum).
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+# Per-parameter learning-rate scales (fewshot_acdc.nn.scaling): none, or kernel: ACDC coefficients
+# trained as if stored at the scale of the kernel they compose (x gamma under Adam, x gamma**2
+# under SGD and in the inner loop), so that an ACDC kernel moves as fast as a standard one.
+LR_SCALINGS = ("none", "kernel")
 
 # Which Omniglot background images a run learns from: every set found (the default), or one of
 # Lake et al.'s two minimal 5-alphabet sets alone (their one-shot benchmark's hardest setting,

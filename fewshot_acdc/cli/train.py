@@ -20,7 +20,8 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
-from ..vocabulary import BATCHNORM_CHOICES, HEAD_INITS, LEARNED_STEP_SIZES, META_LR_SCHEDULES, OMNIGLOT_BACKGROUNDS, ROLES
+from ..vocabulary import (BATCHNORM_CHOICES, HEAD_INITS, LEARNED_STEP_SIZES, LR_SCALINGS, META_LR_SCHEDULES,
+                          OMNIGLOT_BACKGROUNDS, OPTIMIZERS, ROLES)
 from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
 from .common import USER_ERRORS, ArgumentParser, add_debug_flag, add_size_flags, report_error
 
@@ -41,15 +42,19 @@ def parse_inner_lr(text: str):
 FLAG_KEYS = (
     "backbone", "acdc", "conv", "atoms", "rank", "bessel_atoms", "base_width", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
     "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "head_init", "meta_lr",
-    "meta_lr_schedule", "meta_lr_min", "meta_batch", "first_order", "grad_clip",
+    "meta_lr_schedule", "meta_lr_min", "meta_optimizer", "weight_decay", "momentum", "lr_scaling", "init",
+    "meta_batch", "first_order", "grad_clip",
+    "pretrain_optimizer", "pretrain_lr", "pretrain_weight_decay", "pretrain_schedule", "pretrain_epochs",
+    "pretrain_batch", "pretrain_holdout",
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
     "num_workers", "episode_dir",
     "log_every", "val_every", "val_episodes", "test_episodes", "eval_batch", "device", "threads", "seed",
 )
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="run_maml.py", description="Meta-train a (ACDC) backbone with MAML.")
+def build_parser(prog: str = "run_maml.py", description: str = "Meta-train a (ACDC) backbone with MAML.") -> ArgumentParser:
+    """The flags of both entry points (run_maml.py, pretrain.py): one config, one set of flags."""
+    parser = ArgumentParser(prog=prog, description=description)
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES)
     model.add_argument("--acdc", choices=ACDC_KINDS, help="coefficient sharing scope; none = standard convolutions")
@@ -79,11 +84,28 @@ def build_parser() -> ArgumentParser:
     maml.add_argument("--meta-lr", type=float)
     maml.add_argument("--meta-lr-schedule", choices=META_LR_SCHEDULES)
     maml.add_argument("--meta-lr-min", type=float, help="cosine schedule's final meta learning rate")
+    maml.add_argument("--meta-optimizer", choices=OPTIMIZERS, help="outer-loop optimiser (sgd: Nesterov momentum)")
+    maml.add_argument("--weight-decay", type=float, help="outer optimiser's weight decay (AdamW: decoupled)")
+    maml.add_argument("--momentum", type=float, help="SGD's Nesterov momentum (outer loop and pretraining)")
+    maml.add_argument("--lr-scaling", choices=LR_SCALINGS,
+                      help="kernel: ACDC coefficients learn at the rate of the kernel they compose (x gamma under "
+                           "Adam, x gamma^2 under SGD and in the inner loop; fewshot_acdc.nn.scaling)")
+    maml.add_argument("--init", metavar="PRETRAIN_RUN",
+                      help="start from a pretraining run directory (its best.pt) or checkpoint (pretrain.py); "
+                           "the N-way head starts at zero")
     maml.add_argument("--meta-batch", type=int, help="tasks per meta-step")
     maml.add_argument("--first-order", action="store_const", const=True, help="first-order MAML")
     maml.add_argument("--grad-clip", type=float, help="clip the meta-gradient's global norm")
     maml.add_argument("--task-batching", choices=TASK_BATCHING)
     maml.add_argument("--iterations", type=int, help="meta-steps")
+    pretraining = parser.add_argument_group("supervised pretraining (pretrain.py)")
+    pretraining.add_argument("--pretrain-optimizer", choices=OPTIMIZERS)
+    pretraining.add_argument("--pretrain-lr", type=float)
+    pretraining.add_argument("--pretrain-weight-decay", type=float)
+    pretraining.add_argument("--pretrain-schedule", choices=META_LR_SCHEDULES)
+    pretraining.add_argument("--pretrain-epochs", type=int)
+    pretraining.add_argument("--pretrain-batch", type=int, help="images per batch")
+    pretraining.add_argument("--pretrain-holdout", type=int, help="images of each training class held out")
     episodes = parser.add_argument_group("episodes and data")
     episodes.add_argument("--ways", type=int)
     episodes.add_argument("--shots", type=int)

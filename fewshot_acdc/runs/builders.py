@@ -8,6 +8,7 @@ from ..config import TrainConfig
 from ..meta import MAML
 from ..models import create_backbone
 from ..nn import ConvSpec, use_per_step_batchnorm
+from ..nn.scaling import learning_rate_scales
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,15 +33,42 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int = None) 
 
 
 def build_maml(config: TrainConfig, model: nn.Module) -> MAML:
+    # The inner loop takes SGD steps: under lr_scaling 'kernel' the coefficients' step is gamma**2 larger.
     return MAML(model, scope=config.adapt, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
                 inner_steps_eval=config.inner_steps_eval, first_order=config.first_order,
                 task_batching=config.task_batching, learn_inner_lr=config.learn_inner_lr,
-                multi_step_anneal=config.multi_step_anneal, head_init=config.head_init)
+                multi_step_anneal=config.multi_step_anneal, head_init=config.head_init,
+                inner_lr_scales=learning_rate_scales(model, config.lr_scaling, "sgd"))
 
 
 def build_optimizer(config: TrainConfig, maml: MAML) -> torch.optim.Optimizer:
-    """Adam over every meta-parameter: the model's and, when learned, the inner step sizes."""
-    return torch.optim.Adam(maml.meta_parameters(), lr=config.meta_lr)
+    """The outer loop's optimiser over every meta-parameter: the model's and, when learned, the
+    inner step sizes."""
+    named = dict(maml.model.named_parameters())
+    extra = list(maml.step_sizes.parameters())
+    return make_optimizer(config.meta_optimizer, named, config.meta_lr, config.weight_decay, config.momentum,
+                          learning_rate_scales(maml.model, config.lr_scaling, config.meta_optimizer), extra=extra)
+
+
+def make_optimizer(name: str, named_parameters, lr: float, weight_decay: float, momentum: float,
+                   scales, extra=()) -> torch.optim.Optimizer:
+    """``name`` (adam | adamw | sgd with Nesterov momentum) over ``named_parameters`` (name ->
+    tensor), in one param group per learning-rate scale (``scales``: name -> multiplier of ``lr``,
+    1 when absent; each group records its ``scale``, so a changed base rate keeps the ratios) and
+    ``extra`` tensors at scale 1."""
+    by_scale = {}
+    for parameter_name, parameter in named_parameters.items():
+        by_scale.setdefault(float(scales.get(parameter_name, 1.0)), []).append(parameter)
+    if extra:
+        by_scale.setdefault(1.0, []).extend(extra)
+    groups = [{"params": params, "lr": lr * scale, "scale": scale} for scale, params in by_scale.items()]
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
+    raise ValueError(f"optimizer {name!r} is not one of adam, adamw, sgd")
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):

@@ -69,7 +69,7 @@ def apply_changes(changes: List[Dict[str, Any]], optimizer: torch.optim.Optimize
     for change in changes:
         if change["key"] == "meta_lr":
             for group in optimizer.param_groups:
-                group["lr"] = change["to"]
+                group["lr"] = change["to"] * group.get("scale", 1.0)
 
 
 def describe(changes: List[Dict[str, Any]]) -> str:

@@ -1,0 +1,69 @@
+"""``python pretrain.py``: supervised pretraining of a backbone, the start of ``run_maml.py --init``.
+
+Examples::
+
+    python pretrain.py --config configs/omniglot_pretrain.yaml --backbone resnet18 --acdc net
+    python pretrain.py --dataset builtin --backbone conv4 --pretrain-epochs 3 --out runs/pre
+    python pretrain.py --resume runs/pretrain-omniglot-resnet18-net-seed0 --pretrain-epochs 30
+
+The flags and YAML configs are run_maml.py's (one :class:`~fewshot_acdc.config.TrainConfig`);
+the ``pretrain_*`` settings, ``momentum`` and ``lr_scaling`` steer this loop, ``ways``/``shots``/
+``val_episodes`` its few-shot validation. Guide: README ("Pretrain, then meta-learn").
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from ..config import ConfigError, load_config
+from .common import USER_ERRORS, report_error
+from .train import FLAG_KEYS, build_parser
+
+PROG = "pretrain.py"
+
+
+def default_run_dir(config) -> Path:
+    return Path("runs") / f"pretrain-{config.dataset}-{config.backbone}-{config.conv_name}-seed{config.seed}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser(PROG, "Pretrain a (ACDC) backbone with a linear classifier over every training class.")
+    args = parser.parse_args(argv)
+    overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
+    from ..runs.directory import resume_config
+    from ..runs.pretraining import pretrain
+    try:
+        if args.resume:
+            if args.config:
+                parser.error("--resume continues a run with its saved config.yaml; --config cannot change it")
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.yaml").is_file():
+                parser.error(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
+            config = resume_config(run_dir, overrides)
+        else:
+            config = load_config(args.config, overrides)
+            run_dir = Path(args.out) if args.out else default_run_dir(config)
+    except ConfigError as error:
+        parser.error(str(error))
+    if config.init is not None:
+        parser.error("--init starts meta-training from a pretrained backbone (run_maml.py); pretrain.py starts from scratch")
+    if config.threads is not None:
+        import torch
+        torch.set_num_threads(config.threads)
+    try:
+        summary = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    except USER_ERRORS as error:
+        return report_error(PROG, error, args.debug)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python pretrain.py --resume {run_dir}", file=sys.stderr)
+        return 130
+    print(f"finished {run_dir}: held-out accuracy {100 * summary['heldout_accuracy']:.2f}% "
+          f"+- {100 * summary['heldout_ci95']:.2f}% on the training classes; best {summary['val_ways']}-way "
+          f"{summary['val_shots']}-shot nearest-centroid validation accuracy {100 * summary['best_val_accuracy']:.2f}% "
+          f"at epoch {summary['best_epoch']} (checkpoints/best.pt)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
