@@ -152,7 +152,7 @@ _CHOICES = {"backbone": BACKBONES, "conv": CONV_KINDS, "adapt": ADAPT_SCOPES, "d
             "meta_lr_schedule": META_LR_SCHEDULES, "batchnorm": BATCHNORM_CHOICES, "head_init": HEAD_INITS,
             "omniglot_background": OMNIGLOT_BACKGROUNDS, "meta_optimizer": OPTIMIZERS,
             "pretrain_optimizer": OPTIMIZERS, "pretrain_schedule": META_LR_SCHEDULES, "lr_scaling": LR_SCALINGS}
-_POSITIVE = ("inner_steps", "meta_batch", "iterations", "ways", "shots", "queries", "queries_eval",
+_POSITIVE = ("inner_steps", "meta_batch", "ways", "shots", "queries", "queries_eval",
              "image_size", "log_every", "val_every", "val_episodes", "test_episodes", "pretrain_epochs",
              "pretrain_batch")
 _NON_NEGATIVE = ("inner_steps_eval", "num_workers", "seed", "weight_decay", "pretrain_weight_decay", "pretrain_holdout")
@@ -166,6 +166,9 @@ def _validate(config: TrainConfig) -> None:
     for key in _POSITIVE:
         if getattr(config, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(config, key)}")
+    if config.iterations < (0 if config.init is not None else 1):
+        raise ConfigError(f"iterations must be >= 1 (>= 0 with init: 0 scores the pretrained backbone with no "
+                          f"meta-training), got {config.iterations}")
     kind = conv_kind(config.conv)
     try:
         conv_size(kind, {key: getattr(config, key) for key in SIZE_KEYS})

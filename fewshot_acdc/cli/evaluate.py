@@ -11,8 +11,10 @@ import sys
 from typing import Optional, Sequence
 
 from ..config import DEVICES
+from ..vocabulary import ADAPT_SCOPES
 from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
 from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
+from .train import parse_inner_lr
 
 BENCHMARKS = ("episodes", "omniglot-all-runs")
 
@@ -30,7 +32,15 @@ def _step_counts(text: str):
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="evaluate.py", description="Evaluate a MAML run on fixed test episodes.")
     # --run-dir: the same; under torchrun, whose own parser takes --run for an abbreviation of its --run-path
-    parser.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory written by run_maml.py")
+    parser.add_argument("--run", "--run-dir", dest="run",
+                        help="run directory written by run_maml.py (with --pretrained: where to write the new run)")
+    parser.add_argument("--pretrained", metavar="PRETRAIN_RUN",
+                        help="score a pretraining run (pretrain.py) with no meta-training: a zero N-way head, the "
+                             "--adapt scope fine-tuned on each support set (Chen et al.'s Baseline: --adapt head); "
+                             "recorded as a run of 0 meta-steps in --run (default PRETRAIN_RUN-no-meta-ADAPT)")
+    parser.add_argument("--adapt", choices=ADAPT_SCOPES, help="with --pretrained: the scope fine-tuned at test time")
+    parser.add_argument("--inner-lr", type=parse_inner_lr, metavar="LR|ROLE=LR,...",
+                        help="with --pretrained: the fine-tuning step size(s)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     parser.add_argument("--benchmark", choices=BENCHMARKS, default="episodes")
     parser.add_argument("--shots", type=int, nargs="+", help="shot counts to evaluate (default: the run's)")
@@ -60,7 +70,15 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.pretrained is None and args.run is None:
+        parser.error("give --run RUN_DIR (a meta-trained run) or --pretrained PRETRAIN_RUN (a pretraining run)")
+    if args.pretrained is None and (args.adapt is not None or args.inner_lr is not None):
+        parser.error("--adapt and --inner-lr choose the test-time fine-tuning of --pretrained; a meta-trained run "
+                     "is scored with the scope and step sizes it was trained with")
+    if args.pretrained is not None:
+        return _score_pretrained(args)
     from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run, select_inner_steps
     if args.threads is not None:
         import torch
@@ -107,6 +125,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     finally:
         distributed.stop(group)
+    return 0
+
+
+def _score_pretrained(args) -> int:
+    from pathlib import Path
+
+    from ..runs.pretraining import score_pretrained
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
+    overrides = {key: value for key, value in (("adapt", args.adapt), ("inner_lr", args.inner_lr),
+                                               ("inner_steps_eval", args.inner_steps_eval), ("ways", args.ways),
+                                               ("test_episodes", args.episodes), ("device", args.device),
+                                               ("data_root", args.data_root), ("eval_batch", args.eval_batch))
+                 if value is not None}
+    if args.shots:
+        overrides["shots"] = args.shots[0]
+    out = Path(args.run) if args.run else Path(f"{Path(args.pretrained)}-no-meta-{args.adapt or 'all'}")
+    try:
+        for record in score_pretrained(args.pretrained, out, overrides, shots=args.shots, progress=not args.quiet):
+            print(f"{record['split']} {record['ways']}-way {record['shots']}-shot, no meta-training "
+                  f"({out}): {100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
+                  f"({record['episodes']} episodes, set {record['episode_set']})")
+    except USER_ERRORS as error:
+        return report_error("evaluate.py", error, args.debug)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     return 0
 
 

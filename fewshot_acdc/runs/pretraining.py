@@ -294,3 +294,68 @@ def load_pretrained_backbone(path: Union[str, Path]) -> Tuple[Dict[str, torch.Te
                               "run's checkpoint is resumed with --resume)")
     weights = {name: tensor for name, tensor in state["model"].items() if not name.startswith("head.")}
     return weights, dict(state.get("config") or {}), checkpoint
+
+
+# What must agree between a pretraining run and the model it initialises (the weights' layout).
+_INIT_IDENTITY = ("backbone", "conv", "size", "group_size")
+
+
+def initialise_from_pretrained(model: torch.nn.Module, config: TrainConfig) -> Dict[str, object]:
+    """Load ``config.init``'s backbone weights into ``model`` and zero its classifier (a task's N
+    ways are not the pretraining classes; a zero head treats every class alike at the start of a
+    task, the choice of Ye & Chao 2022 and of Triantafillou et al. 2020's fo-Proto-MAML
+    comparison). Returns what to record: the checkpoint, its sha256 and epoch, the head's start.
+    Raises ConfigError naming both sides when the checkpoint was trained with another backbone,
+    conv kind or size."""
+    import hashlib
+
+    from ..config import ConfigError, canonical_values
+    from ..vocabulary import conv_kind
+    weights, saved, checkpoint = load_pretrained_backbone(config.init)
+    saved = canonical_values(saved)
+    kind = conv_kind(saved.get("conv", "")) if saved.get("conv") else None
+    theirs = {"backbone": saved.get("backbone"), "conv": saved.get("conv"),
+              "size": saved.get(kind.size_key) if kind is not None and kind.size_key else None,
+              "group_size": saved.get("group_size")}
+    ours = {"backbone": config.backbone, "conv": config.conv, "size": config.size, "group_size": config.group_size}
+    different = [key for key in _INIT_IDENTITY if theirs[key] != ours[key]]
+    if different:
+        def show(values):
+            return ", ".join(f"{key} {values[key]}" for key in _INIT_IDENTITY if values[key] is not None)
+        raise ConfigError(f"--init {checkpoint} was pretrained as {show(theirs)}, but this run is {show(ours)}; "
+                          f"pretrain the same network (pretrain.py with these flags) or change "
+                          f"{', '.join(different)}")
+    own = model.state_dict()
+    unexpected = sorted(set(weights) - set(own))
+    missing = sorted(name for name in set(own) - set(weights) if not name.startswith("head."))
+    mismatched = sorted(name for name in weights if name in own and weights[name].shape != own[name].shape)
+    if unexpected or missing or mismatched:
+        problem = (f"shapes differ for {mismatched[0]} ({tuple(weights[mismatched[0]].shape)} in the checkpoint, "
+                   f"{tuple(own[mismatched[0]].shape)} here)" if mismatched else
+                   f"tensors {'only in the checkpoint: ' + ', '.join(unexpected[:3]) if unexpected else ''}"
+                   f"{'; missing from it: ' + ', '.join(missing[:3]) if missing else ''}")
+        raise ConfigError(f"--init {checkpoint} does not fit this {config.backbone} ({problem}); "
+                          "check image_size, the dataset's channels and batchnorm against the pretraining run")
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.startswith("head."):
+                tensor.zero_()
+            else:
+                tensor.copy_(weights[name])
+    state = load_checkpoint(checkpoint, mmap=True)
+    return {"checkpoint": str(checkpoint), "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            "epoch": state.get("iteration"), "head_start": "zero"}
+
+
+def score_pretrained(pretrain_dir: Union[str, Path], out: Union[str, Path], overrides: Dict[str, object],
+                     shots=None, progress: bool = False) -> list:
+    """Score a pretraining run with no meta-training: a MAML run of 0 meta-steps in ``out`` that
+    starts from ``pretrain_dir`` (:func:`initialise_from_pretrained`: zero head) and fine-tunes
+    ``overrides['adapt']`` on each support set at test time, then its test evaluation (eval files
+    in ``out``, read by the results module like any run's). Returns the evaluation records."""
+    from .directory import resume_config
+    from .evaluation import evaluate_run
+    from .training import train
+    config = resume_config(Path(pretrain_dir), {**overrides, "init": str(pretrain_dir), "iterations": 0})
+    train(config, out, progress=False)
+    return evaluate_run(out, shots=shots, device=config.device, progress=progress)

@@ -148,6 +148,11 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
 
     torch.manual_seed(config.seed)
     model = build_model(config, train_split.channels).to(device)
+    if config.init is not None and state is None:  # a resumed run's weights are its checkpoint's
+        from .pretraining import initialise_from_pretrained
+        started_from = initialise_from_pretrained(model, config)
+        if main:
+            provenance.record(run.root, "init", **started_from)
     maml = build_maml(config, model)
     optimizer = build_optimizer(config, maml)
     scheduler = build_scheduler(config, optimizer)
@@ -217,6 +222,14 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     last_val: Optional[float] = None  # the latest validation accuracy, for the progress bar
     iteration = start_iteration
     consistent: Optional[int] = None  # set where the state is exactly that after a meta-step
+    if config.iterations == 0 and start_iteration == 0 and not run.checkpoint("last").exists():
+        # A pretrained backbone with no meta-training (--init, iterations 0): its validation,
+        # checkpoint and summary, so that evaluation and the results table treat it as any run.
+        accuracies = score_episode_set(maml, validation, device, config.eval_batch, group)
+        best_val, best_iteration = mean_ci95(accuracies)[0], 0
+        metrics_log.add({"iteration": 0, "val_accuracy": best_val, "val_ci95": mean_ci95(accuracies)[1],
+                         "val_episodes": len(accuracies), "peak_memory_mb": peak_memory_mb(device)})
+        commit(0)
     interrupt.active = True
     try:
         share = group.share(config.meta_batch)
