@@ -111,6 +111,8 @@ class TrainConfig:
     eval_batch: Optional[int] = None  # evaluation episodes adapted together (torch.func.vmap); 1: one at a
                                       # time; null: 1 on a CPU (batching measured slower there), a
                                       # memory-bounded stack of up to 16 on a GPU (fewshot_acdc.meta.batching)
+    tensorboard: bool = False         # also write metrics.jsonl's numbers to <run>/tensorboard (needs the
+                                      # optional tensorboard package)
     device: str = "auto"
     threads: Optional[int] = None     # CPU threads for torch; None: torch's default (one per core).
                                       # On a CPU shared with other jobs, 1 can be several times faster.

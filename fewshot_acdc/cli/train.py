@@ -49,6 +49,7 @@ FLAG_KEYS = (
     "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
     "num_workers", "episode_dir",
     "log_every", "val_every", "val_episodes", "test_episodes", "eval_batch", "device", "threads", "seed",
+    "tensorboard",
 )
 
 
@@ -139,6 +140,8 @@ def build_parser(prog: str = "run_maml.py", description: str = "Meta-train a (AC
                      help="under torchrun: how long a rank waits for the others at a collective before the job "
                           f"fails (default {DEFAULT_TIMEOUT_SECONDS:g}; a rank that dies ends the job at once)")
     run.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
+    run.add_argument("--tensorboard", action="store_const", const=True,
+                     help="also log the metrics to RUN_DIR/tensorboard (needs the tensorboard package)")
     add_debug_flag(run)
     return parser
 

@@ -38,6 +38,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="significance level for the verdicts (Holm-adjusted; default 0.05)")
     p.add_argument("--no-episodes", action="store_true",
                    help="leave per-episode accuracies out of results.json")
+    p.add_argument("--pretraining", action="store_true",
+                   help="render the supervised-pretraining table (pretrain.py runs) instead: pretraining.md/.json")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when any run has a problem or a cell is in conflict")
     return p
@@ -45,6 +47,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.pretraining:
+        from .pretraining import collect_pretraining, write_pretraining_report
+        written = write_pretraining_report(args.runs, args.out)
+        print(f"{len(collect_pretraining(args.runs))} pretraining run(s) in the table")
+        for path in written:
+            print(f"wrote {path}")
+        return 0
     report = build_report(
         args.runs,
         ways=args.ways,

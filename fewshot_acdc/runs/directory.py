@@ -171,9 +171,10 @@ class MetricsLog:
     of a data-parallel run hold (rank 0 alone writes the run directory).
     """
 
-    def __init__(self, path: Path, writable: bool = True) -> None:
+    def __init__(self, path: Path, writable: bool = True, mirror=None) -> None:
         self.path = path
         self.writable = writable
+        self.mirror = mirror  # e.g. a runs.tensorboard.TensorBoardLog: gets each line as it is written
         self.lines: List[str] = []
         self.written = 0  # how many of self.lines the file holds
 
@@ -189,6 +190,8 @@ class MetricsLog:
                 handle.write("".join(line + "\n" for line in self.lines[self.written:]))
         except OSError as error:
             raise WriteError(self.path, error, error.errno == errno.ENOSPC) from error
+        if self.mirror is not None:
+            self.mirror.write(json.loads(line) for line in self.lines[self.written:])
         self.written = len(self.lines)
 
     def text(self) -> str:

@@ -36,6 +36,7 @@ class Cell:
     eval_shots: Tuple[int, ...] = (1, 5)
     eval_options: Dict[str, object] = field(default_factory=dict)
     benchmarks: Tuple[str, ...] = ()
+    pretraining: bool = False  # trained by pretrain.py's loop (runs.pretraining), not meta-trained
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.benchmarks if b not in BENCHMARK_FILES]
@@ -107,6 +108,7 @@ def run_grid(
     runs after each cell's record is written (e.g. to commit it).
     """
     from .evaluation import evaluate_omniglot_all_runs, evaluate_run
+    from .pretraining import pretrain
     from .training import train
     benchmark_runners = {"omniglot-all-runs": evaluate_omniglot_all_runs}
     work_root = Path(work_root)
@@ -122,7 +124,8 @@ def run_grid(
         if dry_run or state == "recorded":
             continue
         if state in ("new", "resume"):
-            train(config, work_dir, resume=state == "resume", progress=progress)
+            trainer = pretrain if cell.pretraining else train
+            trainer(config, work_dir, resume=state == "resume", progress=progress)
         missing = missing_evaluations(work_dir, cell, config.ways)
         if missing:
             evaluate_run(work_dir, shots=missing, device=config.device, progress=progress, **cell.eval_options)

@@ -42,7 +42,7 @@ from .directory import MetricsLog, RunDirectory
 from .interrupts import DeferredInterrupt
 from .record import mean_ci95
 from .resume import describe, resume_changes
-from .training import TrainingStopped, _note, peak_memory_mb
+from .training import TrainingStopped, _note, _tensorboard, peak_memory_mb
 
 SUMMARY_KIND = "pretraining"  # summary.json's "kind": what the results module and --init look for
 
@@ -135,7 +135,7 @@ def _pretrain(config: TrainConfig, run: RunDirectory, *, resume: bool, progress:
                       **({"config_changes": changes} if changes else {}))
     if run.summary.exists():
         run.summary.unlink()
-    metrics_log = MetricsLog(run.metrics)
+    metrics_log = MetricsLog(run.metrics, mirror=_tensorboard(config, run))
 
     torch.manual_seed(config.seed)
     model = build_model(config, train_split.channels, num_classes=train_split.num_classes).to(device)

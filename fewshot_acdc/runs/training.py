@@ -98,6 +98,14 @@ def train(
         disarm_faults()
 
 
+def _tensorboard(config: TrainConfig, run: RunDirectory):
+    """The TensorBoard mirror of metrics.jsonl when the config asks for one, else None."""
+    if not config.tensorboard:
+        return None
+    from .tensorboard import TensorBoardLog
+    return TensorBoardLog(run.root)
+
+
 def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr, flush=True)
 
@@ -127,7 +135,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         if len(changes) > len(state.get("config_changes", [])):
             note(f"resuming at iteration {state['iteration']} with "
                   f"{describe(changes[len(state.get('config_changes', [])):])}")
-    metrics_log = MetricsLog(run.metrics, writable=main)
+    metrics_log = MetricsLog(run.metrics, writable=main, mirror=_tensorboard(config, run) if main else None)
     if main:
         atomic_write(run.config, lambda temporary: save_config(config, temporary))
         provenance.record(run.root, "resume" if state is not None else "start",

@@ -187,3 +187,33 @@ def test_pretrain_then_init_then_evaluate_chain_and_no_meta_training(small_built
     assert summary["iterations"] == 0 and summary["adapt"] == "head" and summary["best_iteration"] == 0
     with pytest.raises(ConfigError, match="iterations must be >= 1"):
         pretrain_config.replace(iterations=0)
+
+
+def test_both_entry_points_can_mirror_their_metrics_to_tensorboard(small_builtin, pretrain_config, tiny_config,
+                                                                      tmp_path):
+    pytest.importorskip("tensorboard")  # a dev dependency: installed wherever the tests run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    pretrain(pretrain_config.replace(pretrain_epochs=2, tensorboard=True), tmp_path / "pre", progress=False)
+    train(tiny_config.replace(tensorboard=True), tmp_path / "maml", progress=False)
+    for run, tag, steps in ((tmp_path / "pre", "heldout_accuracy", [1, 2]), (tmp_path / "maml", "meta_loss",
+                                                                              [1, 2, 3, 4, 5, 6])):
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        assert [event.step for event in events.Scalars(tag)] == steps
+    lines = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in EventAccumulator(str(tmp_path / "pre" / "tensorboard")).Reload().Scalars("val_accuracy")] \
+        == pytest.approx([line["val_accuracy"] for line in lines])
+
+
+def test_tensorboard_without_the_package_is_one_clear_error(monkeypatch, tiny_config, tmp_path):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(RuntimeError, match="tensorboard: true needs the tensorboard package.*pip install tensorboard"):
+        train(tiny_config.replace(tensorboard=True), tmp_path / "maml", progress=False)
