@@ -139,6 +139,10 @@ def main(argv=None) -> int:
     parser.add_argument("--all-runs-iterations", type=int, help="with --all-runs: meta-steps (default: the cell's)")
     parser.add_argument("--all-runs-backgrounds", nargs="+", default=list(MINIMAL_BACKGROUNDS),
                         choices=MINIMAL_BACKGROUNDS, help="with --all-runs: the minimal background sets (default both)")
+    parser.add_argument("--lr-scaling", default="none", choices=("none", "kernel"),
+                        help="kernel: the outer Adam trains ACDC coefficients at gamma x its rate (fewshot_acdc.nn."
+                             "scaling; issue 30's fix); cells recorded under omniglot-grid-kernel/ (standard "
+                             "convolutions are unaffected: their cells are the grid's)")
     parser.add_argument("--data-root", help="folder holding omniglot/ (default: $FEWSHOT_DATA, else ./data)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
@@ -146,6 +150,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
+    if args.lr_scaling != "none":
+        if "standard" in args.convs:
+            parser.error("--lr-scaling changes nothing for standard convolutions; pass --convs acdc-net")
+        common["lr_scaling"] = args.lr_scaling
+        if args.record == parser.get_default("record"):
+            args.record = str(ROOT / "experiments" / "results" / f"omniglot-grid-{args.lr_scaling}")
+        if args.work == parser.get_default("work"):
+            args.work = f"runs/omniglot-grid-{args.lr_scaling}"
     cells = all_runs_cells(args.all_runs, args.all_runs_ways, args.all_runs_head_init,
                            args.all_runs_iterations, args.all_runs_backgrounds) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
                                                                            args.shots)

@@ -68,9 +68,9 @@ class TrainConfig:
     meta_optimizer: str = "adam"      # adam | adamw | sgd (Nesterov momentum): the outer loop's optimiser
     weight_decay: float = 0.0         # the outer optimiser's (AdamW: decoupled; Adam, SGD: L2)
     momentum: float = 0.9             # SGD's Nesterov momentum, in the outer loop and in pretraining
-    lr_scaling: str = "none"          # none | kernel: ACDC coefficients learn as if stored at the scale of the
-                                      # kernel they compose (x gamma under Adam, x gamma^2 under SGD and in the
-                                      # inner loop; fewshot_acdc.nn.scaling), in every loop
+    lr_scaling: str = "none"          # none | kernel: under Adam/AdamW (outer loop, pretraining) ACDC coefficients
+                                      # learn as if stored at the scale of the kernel they compose (x gamma;
+                                      # fewshot_acdc.nn.scaling); SGD and the inner loop keep their rates
     init: Optional[str] = None        # start from a pretraining run directory or checkpoint (pretrain.py): every
                                       # weight but the classifier, which starts at zero (N ways, not the
                                       # pretraining classes)

@@ -39,9 +39,9 @@ META_LR_SCHEDULES = ("constant", "cosine")
 # Optimisers of the outer loop and of supervised pretraining (SGD: with Nesterov momentum).
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
-# Per-parameter learning-rate scales (fewshot_acdc.nn.scaling): none, or kernel: ACDC coefficients
-# trained as if stored at the scale of the kernel they compose (x gamma under Adam, x gamma**2
-# under SGD and in the inner loop), so that an ACDC kernel moves as fast as a standard one.
+# Per-parameter learning-rate scales (fewshot_acdc.nn.scaling): none, or kernel: under Adam/AdamW,
+# ACDC coefficients trained as if stored at the scale of the kernel they compose (x gamma), so that
+# an ACDC kernel moves as fast as a standard one; SGD (and the inner loop) is left as it is.
 LR_SCALINGS = ("none", "kernel")
 
 # Which Omniglot background images a run learns from: every set found (the default), or one of

@@ -89,8 +89,8 @@ def build_parser(prog: str = "run_maml.py", description: str = "Meta-train a (AC
     maml.add_argument("--weight-decay", type=float, help="outer optimiser's weight decay (AdamW: decoupled)")
     maml.add_argument("--momentum", type=float, help="SGD's Nesterov momentum (outer loop and pretraining)")
     maml.add_argument("--lr-scaling", choices=LR_SCALINGS,
-                      help="kernel: ACDC coefficients learn at the rate of the kernel they compose (x gamma under "
-                           "Adam, x gamma^2 under SGD and in the inner loop; fewshot_acdc.nn.scaling)")
+                      help="kernel: under Adam/AdamW, ACDC coefficients learn at the rate of the kernel they "
+                           "compose (x gamma; fewshot_acdc.nn.scaling); SGD and the inner loop keep their rates")
     maml.add_argument("--init", metavar="PRETRAIN_RUN",
                       help="start from a pretraining run directory (its best.pt) or checkpoint (pretrain.py); "
                            "the N-way head starts at zero")

@@ -184,8 +184,7 @@ class MAML:
                  inner_steps: int = DEFAULT_INNER_STEPS, inner_steps_eval: int = DEFAULT_INNER_STEPS_EVAL,
                  first_order: bool = False,
                  task_batching: str = "sequential", n_way: Optional[int] = None, learn_inner_lr: str = "none",
-                 multi_step_anneal: Optional[int] = None, head_init: str = "per-class",
-                 inner_lr_scales: Optional[Mapping[str, float]] = None) -> None:
+                 multi_step_anneal: Optional[int] = None, head_init: str = "per-class") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_scope(scope)
@@ -225,7 +224,7 @@ class MAML:
         self.adapted_roles: List[str] = [roles[name] for name in self.adapted_names]
         self._roles = roles
         self.step_sizes = InnerStepSizes({name: named[name] for name in self.adapted_names}, roles, inner_lr,
-                                         learn=learn_inner_lr, steps=inner_steps, scales=inner_lr_scales)
+                                         learn=learn_inner_lr, steps=inner_steps)
         self.adapted_parameter_count: int = sum(named[name].numel() for name in self.adapted_names)
         self.head_init = head_init
         self._shared_head_names: List[str] = []

@@ -80,7 +80,6 @@ class InnerStepSizes(nn.Module):
         inner_lr: one value for every role, or ``{role: value}`` with an optional ``default``.
         learn: ``none``, ``lslr`` or ``meta-sgd`` (module docstring).
         steps: inner steps in meta-training (the length of LSLR's per-step rates).
-        scales: name -> multiplier of its role's value (:func:`fewshot_acdc.nn.scaling.learning_rate_scales`).
 
     The learned rates are this module's parameters (name keys with ``.`` replaced by ``__``): scales
     of the initial values (module docstring), to be optimised with the model's and saved with
@@ -88,8 +87,7 @@ class InnerStepSizes(nn.Module):
     """
 
     def __init__(self, adapted: Mapping[str, torch.Tensor], roles: Mapping[str, str],
-                 inner_lr: Union[float, Mapping[str, float]], learn: str = "none", steps: int = 1,
-                 scales: Optional[Mapping[str, float]] = None) -> None:
+                 inner_lr: Union[float, Mapping[str, float]], learn: str = "none", steps: int = 1) -> None:
         super().__init__()
         if learn not in LEARNED_STEP_SIZES:
             raise ValueError(f"learned step sizes {learn!r} is not one of {', '.join(LEARNED_STEP_SIZES)}"
@@ -98,10 +96,7 @@ class InnerStepSizes(nn.Module):
         self.learn = learn
         self.steps = steps
         self.names = list(adapted)
-        # scales: per-tensor multipliers of the role's rate (fewshot_acdc.nn.scaling), 1 when absent
-        scales = scales or {}
-        self.initial: Dict[str, float] = {name: role_learning_rate(self.role_rates, roles[name]) * scales.get(name, 1.0)
-                                          for name in self.names}
+        self.initial: Dict[str, float] = {name: role_learning_rate(self.role_rates, roles[name]) for name in self.names}
         self.learned = nn.ParameterDict()
         for name, tensor in adapted.items():
             if learn == "lslr":

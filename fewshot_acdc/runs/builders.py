@@ -33,12 +33,11 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int = None) 
 
 
 def build_maml(config: TrainConfig, model: nn.Module) -> MAML:
-    # The inner loop takes SGD steps: under lr_scaling 'kernel' the coefficients' step is gamma**2 larger.
+    # The inner loop takes SGD steps, which lr_scaling leaves as they are (nn/scaling.py says why).
     return MAML(model, scope=config.adapt, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
                 inner_steps_eval=config.inner_steps_eval, first_order=config.first_order,
                 task_batching=config.task_batching, learn_inner_lr=config.learn_inner_lr,
-                multi_step_anneal=config.multi_step_anneal, head_init=config.head_init,
-                inner_lr_scales=learning_rate_scales(model, config.lr_scaling, "sgd"))
+                multi_step_anneal=config.multi_step_anneal, head_init=config.head_init)
 
 
 def build_optimizer(config: TrainConfig, maml: MAML) -> torch.optim.Optimizer:
@@ -62,6 +61,9 @@ def make_optimizer(name: str, named_parameters, lr: float, weight_decay: float, 
     if extra:
         by_scale.setdefault(1.0, []).extend(extra)
     groups = [{"params": params, "lr": lr * scale, "scale": scale} for scale, params in by_scale.items()]
+    if name == "adamw":  # decoupled decay shrinks by lr * weight_decay: the same fraction at every scale
+        for group in groups:
+            group["weight_decay"] = weight_decay / group["scale"]
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
