@@ -77,7 +77,9 @@ class TrainConfig:
     meta_batch: int = 4
     grad_clip: Optional[float] = None
     task_batching: str = "sequential"
-    iterations: int = 10000           # meta-steps (each of meta_batch tasks)
+    iterations: int = 10000           # meta-steps (each of meta_batch tasks); with plateau_validations, the cap
+    plateau_validations: Optional[int] = None  # stop once none of the last N validations beats the best earlier
+                                      # one by more than its 95% CI (trained to a plateau; null: run all iterations)
     # Episodes
     ways: int = 5
     shots: int = 1
@@ -199,6 +201,8 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"meta_lr_min must be >= 0 and below meta_lr ({config.meta_lr}), got {config.meta_lr_min}")
     if config.multi_step_anneal is not None and config.multi_step_anneal < 1:
         raise ConfigError(f"multi_step_anneal must be >= 1 or null, got {config.multi_step_anneal}")
+    if config.plateau_validations is not None and config.plateau_validations < 1:
+        raise ConfigError(f"plateau_validations must be >= 1 or null, got {config.plateau_validations}")
     if config.eval_batch is not None and config.eval_batch < 1:
         raise ConfigError(f"eval_batch must be >= 1 or null, got {config.eval_batch}")
     if config.threads is not None and config.threads < 1:

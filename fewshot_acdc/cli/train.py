@@ -46,7 +46,7 @@ FLAG_KEYS = (
     "meta_batch", "first_order", "grad_clip",
     "pretrain_optimizer", "pretrain_lr", "pretrain_weight_decay", "pretrain_schedule", "pretrain_epochs",
     "pretrain_batch", "pretrain_holdout",
-    "task_batching", "iterations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
+    "task_batching", "iterations", "plateau_validations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
     "num_workers", "episode_dir",
     "log_every", "val_every", "val_episodes", "test_episodes", "eval_batch", "device", "threads", "seed",
     "tensorboard",
@@ -98,7 +98,9 @@ def build_parser(prog: str = "run_maml.py", description: str = "Meta-train a (AC
     maml.add_argument("--first-order", action="store_const", const=True, help="first-order MAML")
     maml.add_argument("--grad-clip", type=float, help="clip the meta-gradient's global norm")
     maml.add_argument("--task-batching", choices=TASK_BATCHING)
-    maml.add_argument("--iterations", type=int, help="meta-steps")
+    maml.add_argument("--iterations", type=int, help="meta-steps (with --plateau-validations: the most)")
+    maml.add_argument("--plateau-validations", type=int, metavar="N",
+                      help="stop once none of the last N validations beats the best earlier one by more than its 95%% CI")
     pretraining = parser.add_argument_group("supervised pretraining (pretrain.py)")
     pretraining.add_argument("--pretrain-optimizer", choices=OPTIMIZERS)
     pretraining.add_argument("--pretrain-lr", type=float)

@@ -157,13 +157,15 @@ class TrainingSummary:
     device: Optional[str] = None
     config_changes: Tuple[Any, ...] = ()
     world_size: int = 1
+    stopped_early: Optional[int] = None  # the iteration the plateau rule (plateau_validations) stopped at
     status: str = field(default="finished", init=False)
 
     _KINDS = {"backbone": "str", "conv": "str", "size": "int", "group_size": "int", "adapt": "str",
               "first_order": "bool", "head_init": "str", "dataset": "str", "ways": "int", "shots": "int", "image_size": "int",
               "iterations": "int", "seed": "int", "total_parameters": "int", "adapted_parameters": "int",
               "seconds_per_meta_step": "number", "peak_memory_mb": "number", "best_val_accuracy": "number",
-              "best_iteration": "int", "device": "str", "config_changes": "list", "world_size": "int"}
+              "best_iteration": "int", "device": "str", "config_changes": "list", "world_size": "int",
+              "stopped_early": "int"}
 
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"status": self.status}

@@ -230,6 +230,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     last_val: Optional[float] = None  # the latest validation accuracy, for the progress bar
     iteration = start_iteration
     consistent: Optional[int] = None  # set where the state is exactly that after a meta-step
+    stopped_early: Optional[int] = None  # the iteration the plateau rule stopped at
     if config.iterations == 0 and start_iteration == 0 and not run.checkpoint("last").exists():
         # A pretrained backbone with no meta-training (--init, iterations 0): its validation,
         # checkpoint and summary, so that evaluation and the results table treat it as any run.
@@ -280,6 +281,8 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
                 if validate:
                     commit(iteration)  # after the line and the interval's reset, which it records
                     last_saved = iteration
+                    if plateaued(metrics_log.records(), config.plateau_validations):
+                        stopped_early = iteration
                 metrics_log.flush()
             if bar is not None:
                 # After this step's validation, so the bar's last state shows the validation that
@@ -296,6 +299,10 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
             if interrupt.requested:
                 raise KeyboardInterrupt
             consistent = None
+            if stopped_early is not None:
+                note(f"validation has plateaued (no gain above the best earlier validation's 95% CI in the last "
+                     f"{config.plateau_validations} validations): stopped at iteration {iteration}")
+                break
     except KeyboardInterrupt:
         # Saved only where the state is that after a whole meta-step (a first Ctrl-C waits for
         # one); raised anywhere else (a second Ctrl-C), the last checkpoint stays, which resumes
@@ -331,6 +338,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         # Processes that trained it (this start; provenance.jsonl has each start's): the tasks of a
         # meta-batch were split across them, the update is the same.
         world_size=group.world_size,
+        stopped_early=stopped_early,
     ).to_json()
     if main:
         run.write_json(run.summary, summary)
@@ -338,6 +346,19 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
     # a resume) reads the checkpoints on every rank.
     group.barrier()
     return summary
+
+
+def plateaued(records, patience: Optional[int]) -> bool:
+    """The stopping rule ``plateau_validations`` (``patience``): True when none of the last
+    ``patience`` validations in ``records`` (metrics.jsonl lines) beats the best earlier one by
+    more than that one's 95% CI, i.e. validation no longer improves beyond its own noise."""
+    if patience is None:
+        return False
+    validations = [(r["val_accuracy"], r.get("val_ci95", 0.0)) for r in records if "val_accuracy" in r]
+    if len(validations) <= patience:
+        return False
+    best, ci95 = max(validations[:-patience])
+    return max(accuracy for accuracy, _ in validations[-patience:]) <= best + ci95
 
 
 def outer_step(maml, episodes, optimizer: torch.optim.Optimizer, scheduler, grad_clip: Optional[float],

@@ -158,3 +158,21 @@ def test_mean_ci95_by_hand():
     mean, ci95, _ = mean_ci95([0.2, 0.4, 0.6, 0.8])
     assert mean == pytest.approx(0.5)
     assert ci95 == pytest.approx(1.96 * (0.05 ** 0.5) / 2)
+
+
+def test_the_plateau_rule_stops_when_no_validation_beats_the_best_earlier_one_beyond_its_ci():
+    from fewshot_acdc.runs.training import plateaued
+    lines = [{"iteration": i, "val_accuracy": a, "val_ci95": 0.02} for i, a in enumerate([0.5, 0.6, 0.61, 0.62, 0.615], 1)]
+    assert plateaued(lines, 3)          # 0.62 is within 0.6 +- 0.02
+    assert not plateaued(lines[:4], 3)  # one earlier validation only: 0.62 > 0.5 + 0.02
+    assert not plateaued(lines + [{"val_accuracy": 0.65}], 3)  # 0.65 beats 0.6 + 0.02
+    assert not plateaued(lines, None) and not plateaued(lines[:3], 3)
+    assert plateaued([{"meta_loss": 1.0}] + lines, 3)  # lines without a validation do not count
+
+
+def test_a_run_with_the_plateau_rule_stops_early_and_says_so(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    summary = train(tiny_config.replace(val_every=1, plateau_validations=1), run, progress=False)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert summary["stopped_early"] == lines[-1]["iteration"] < 6
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == summary["stopped_early"]
