@@ -228,6 +228,19 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "config.yaml").exists() or (path / "summary.json").exists())
 
 
+def is_pretraining_run(path: Path) -> bool:
+    """A supervised pretraining run (pretrain.py): its summary.json or config says so."""
+    summary, _ = _read_json_mapping(path / "summary.json") if (path / "summary.json").exists() else (None, None)
+    if summary is not None:
+        return summary.get("kind") == "pretraining"
+    # Unfinished: its provenance's first line names the kind.
+    try:
+        with open(path / "provenance.jsonl", encoding="utf-8") as handle:
+            return '"kind": "pretraining"' in handle.readline()
+    except OSError:
+        return False
+
+
 def discover_runs(path: str | os.PathLike) -> list[Path]:
     """Run directories at or below ``path`` (sorted; nothing below a run directory is searched,
     so ``eval/`` and ``checkpoints/`` are never mistaken for runs)."""
@@ -271,8 +284,8 @@ def collect_runs(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list
         base = p.resolve()
         for run in runs:
             key = str(run.resolve())
-            if key in seen:
-                continue
+            if key in seen or is_pretraining_run(run):
+                continue  # pretraining runs have their own table (results.pretraining)
             seen.add(key)
             if run == p:
                 name = base.name or str(base)

@@ -40,3 +40,16 @@ def test_the_results_command_renders_the_table(tmp_path, capsys):
     assert main([str(tmp_path / "runs"), "--pretraining", "--out", str(tmp_path / "out")]) == 0
     assert "acdc-net, m=8" in (tmp_path / "out" / "pretraining.md").read_text()
     assert json.loads((tmp_path / "out" / "pretraining.json").read_text())[0]["name"] == "a"
+
+
+def test_the_maml_table_leaves_pretraining_runs_to_their_own(tmp_path):
+    from fewshot_acdc.results.runs import collect_runs
+    _write_run(tmp_path / "runs", "pre")
+    unfinished = tmp_path / "runs" / "pre-unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("backbone: resnet18\n")
+    (unfinished / "provenance.jsonl").write_text('{"event": "start", "kind": "pretraining"}\n')
+    maml = tmp_path / "runs" / "maml"
+    maml.mkdir()
+    (maml / "config.yaml").write_text("backbone: resnet18\n")
+    assert [r.name for r in collect_runs([tmp_path / "runs"])] == ["runs/maml"]
