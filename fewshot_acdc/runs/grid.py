@@ -123,6 +123,9 @@ def run_grid(
         log(f"[{index}/{len(cells)}] {cell.name}: {state}")
         if dry_run or state == "recorded":
             continue
+        if config.threads is not None:  # what the CLI does for one run; a grid runs its cells in-process
+            import torch
+            torch.set_num_threads(config.threads)
         if state in ("new", "resume"):
             trainer = pretrain if cell.pretraining else train
             trainer(config, work_dir, resume=state == "resume", progress=progress)
