@@ -217,3 +217,19 @@ def test_tensorboard_without_the_package_is_one_clear_error(monkeypatch, tiny_co
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     with pytest.raises(RuntimeError, match="tensorboard: true needs the tensorboard package.*pip install tensorboard"):
         train(tiny_config.replace(tensorboard=True), tmp_path / "maml", progress=False)
+
+
+def test_evaluate_cli_scores_a_pretrained_backbone_and_pretrain_cli_refuses_init(small_builtin, pretrain_config,
+                                                                                tmp_path, capsys):
+    from fewshot_acdc.cli.evaluate import main as evaluate_main
+    from fewshot_acdc.cli.pretrain import main as pretrain_main
+    pretrain(pretrain_config.replace(pretrain_epochs=1), tmp_path / "pre", progress=False)
+    assert evaluate_main(["--pretrained", str(tmp_path / "pre"), "--adapt", "head", "--inner-lr", "0.5",
+                          "--inner-steps-eval", "3", "--device", "cpu", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test 3-way 1-shot, no meta-training" in out and str(tmp_path / "pre") + "-no-meta-head" in out
+    with pytest.raises(SystemExit):
+        evaluate_main(["--run", str(tmp_path / "pre"), "--adapt", "head"])  # a meta-trained run keeps its scope
+    with pytest.raises(SystemExit):
+        pretrain_main(["--dataset", "builtin", "--init", str(tmp_path / "pre")])
+    assert "--init starts meta-training" in capsys.readouterr().err
