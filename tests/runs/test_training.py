@@ -105,7 +105,7 @@ def test_a_truncated_checkpoint_is_named(tiny_config, tmp_path):
     train(tiny_config.replace(iterations=3), run, progress=False)
     path = run / "checkpoints" / "last.pt"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="last.pt cannot be read"):
+    with pytest.raises(CheckpointError, match="last.pt is corrupt"):
         train(tiny_config, run, resume=True, progress=False)
 
 
