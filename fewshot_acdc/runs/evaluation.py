@@ -417,3 +417,44 @@ def evaluate_omniglot_all_runs(
         run.write_json(run.eval_file("all-runs", 5, 1), five_way.to_json())
     benchmark["five_way_accuracy"], benchmark["five_way_ci95"] = five_way.mean_accuracy, five_way.ci95
     return benchmark
+
+
+def backfill_episode_identities(path: Union[str, Path], *, data_root: Optional[str] = None,
+                                episode_dir: Optional[str] = None) -> str:
+    """Add ``episode_identities`` to an eval file written before they were recorded, without
+    scoring anything again: the episodes are those of the saved set the file names, which is a
+    function of (dataset, split, ways, shots, queries, seed 0), so it is loaded (or drawn again)
+    and checked to carry the file's ``episode_set`` name before its identities are written in.
+    Returns what was done: ``"added"``, ``"present"`` or ``"skipped: <why>"``. Raises ValueError
+    when the set found now is not the one the file names (another dataset or layout)."""
+    import json
+
+    from ..data import FixedEpisodeSet
+    from .data import open_split
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    record = EvaluationRecord.from_json(data, path)
+    if record.episode_identities is not None:
+        return "present"
+    if record.split not in ("train", "val", "test") or None in (record.ways, record.shots, record.queries,
+                                                                   record.episode_set):
+        return f"skipped: not a fixed episode set of a dataset split ({record.episode_set or 'no episode_set'})"
+    run_dir = path.parent.parent if path.parent.name == "eval" else path.parent.parent.parent
+    overrides = {key: value for key, value in (("data_root", data_root), ("episode_dir", episode_dir))
+                 if value is not None}
+    config = resume_config(run_dir, overrides)
+    dataset = open_split(config, record.split)
+    episode_set = FixedEpisodeSet.load_or_create(dataset, record.ways, record.shots, record.queries,
+                                                 episodes=len(record.per_episode_accuracy), seed=0,
+                                                 cache_dir=config.episode_dir)
+    if episode_set.name != record.episode_set:
+        raise ValueError(f"{path} names episode set {record.episode_set} but the data found now gives "
+                         f"{episode_set.name}: point --data-root at the data it was scored on")
+    identities = [{"index": index, "hash": digest} for index, digest in episode_set.identities()]
+    out: Dict[str, object] = {}
+    for key, value in data.items():
+        out[key] = value
+        if key == "per_episode_accuracy":
+            out["episode_identities"] = identities
+    RunDirectory(run_dir).write_json(path, out)
+    return "added"

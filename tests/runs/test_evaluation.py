@@ -167,3 +167,22 @@ def test_episode_counts_below_one_are_refused(tiny_config, tmp_path, episodes):
     with pytest.raises(ValueError, match=f"--episodes must be >= 1 .*got {episodes}"):
         evaluate_run(run, device="cpu", episodes=episodes)
     assert not (run / "eval").exists()
+
+
+def test_identities_are_backfilled_into_old_eval_files_without_scoring_again(tiny_config, tmp_path, monkeypatch):
+    from fewshot_acdc.runs import evaluation
+    from fewshot_acdc.runs.evaluation import backfill_episode_identities
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+    evaluate_run(run, device="cpu")
+    path = run / "eval" / "test_3way_1shot.json"
+    written = json.loads(path.read_text())
+    old = {key: value for key, value in written.items() if key != "episode_identities"}
+    path.write_text(json.dumps(old))
+    monkeypatch.setattr(evaluation, "score_episode_set", lambda *a, **k: pytest.fail("scored again"))
+    assert backfill_episode_identities(path) == "added"
+    assert json.loads(path.read_text()) == written and list(json.loads(path.read_text())) == list(written)
+    assert backfill_episode_identities(path) == "present"
+    path.write_text(json.dumps({**old, "episode_set": "builtin-test-3w1s2q-seed0-00000000"}))
+    with pytest.raises(ValueError, match="names episode set builtin-test-3w1s2q-seed0-00000000 but the data"):
+        backfill_episode_identities(path)

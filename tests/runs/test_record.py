@@ -190,3 +190,17 @@ def test_results_reads_eval_files_through_the_record(tmp_path):
     result = record.get_eval("test", 5, 1)
     assert result.stored_mean == OLD_EVAL["mean_accuracy"] and result.ci95 == mean_ci95(OLD_EVAL["per_episode_accuracy"])[1]
     assert record.omniglot.error_rate == pytest.approx(0.25) and record.omniglot.runs == 2
+
+
+def test_episode_identities_round_trip_and_a_malformed_list_is_named():
+    from fewshot_acdc.runs.record import EvaluationRecord, RecordError
+    record = EvaluationRecord.from_accuracies([0.5, 1.0], episode_identities=((0, "a" * 16), (1, "b" * 16)))
+    data = record.to_json()
+    assert data["episode_identities"] == [{"index": 0, "hash": "a" * 16}, {"index": 1, "hash": "b" * 16}]
+    assert EvaluationRecord.from_json(data) == record
+    assert "protocol" not in data and EvaluationRecord.from_accuracies([0.5], protocol="episodes=1").to_json()[
+        "protocol"] == "episodes=1"
+    with pytest.raises(RecordError, match="episode_identities has 1 entries for 2 per-episode accuracies"):
+        EvaluationRecord.from_json({**data, "episode_identities": data["episode_identities"][:1]}, "eval/x.json")
+    with pytest.raises(RecordError, match=r"episode_identities \[1\]"):
+        EvaluationRecord.from_json({**data, "episode_identities": [data["episode_identities"][0], {"index": "1"}]})
