@@ -256,6 +256,7 @@ def _pretrain(config: TrainConfig, run: RunDirectory, *, resume: bool, progress:
         "heldout_accuracy_at_best": best["heldout_accuracy"], "final_train_loss": records[-1]["train_loss"],
         "device": device.type, "config_changes": changes,
     }
+    config_record.before_commit()  # a resume with no epoch left commits its changes here
     run.write_json(run.summary, summary)
     return summary
 

@@ -338,6 +338,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         world_size=group.world_size,
     ).to_json()
     if main:
+        config_record.before_commit()  # a resume with no step left commits its changes here
         run.write_json(run.summary, summary)
     # No rank returns before rank 0 has written everything: what comes next (the test evaluation,
     # a resume) reads the checkpoints on every rank.

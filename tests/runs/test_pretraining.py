@@ -217,3 +217,25 @@ def test_tensorboard_without_the_package_is_one_clear_error(monkeypatch, tiny_co
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     with pytest.raises(RuntimeError, match="tensorboard: true needs the tensorboard package.*pip install tensorboard"):
         train(tiny_config.replace(tensorboard=True), tmp_path / "maml", progress=False)
+
+
+def test_a_resume_that_fails_leaves_config_yaml_as_the_checkpoints_run_had_it(small_builtin, pretrain_config, tmp_path,
+                                                                            monkeypatch):
+    run = tmp_path / "pre"
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(pretrain_config.replace(pretrain_epochs=2), run, progress=False, on_epoch=stop)
+    before = (run / "config.yaml").read_text()
+
+    def fails(*args, **kwargs):  # the resumed epoch fails before its checkpoint
+        raise RuntimeError("stopped in the epoch")
+    scoring = pretraining._few_shot_accuracies
+    monkeypatch.setattr(pretraining, "_few_shot_accuracies", fails)
+    with pytest.raises(RuntimeError, match="stopped in the epoch"):
+        pretrain(pretrain_config.replace(pretrain_epochs=2, threads=1), run, resume=True, progress=False)
+    assert (run / "config.yaml").read_text() == before
+    monkeypatch.setattr(pretraining, "_few_shot_accuracies", scoring)
+    pretrain(pretrain_config.replace(pretrain_epochs=2, threads=1), run, resume=True, progress=False)
+    assert "threads: 1" in (run / "config.yaml").read_text()
