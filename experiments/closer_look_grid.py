@@ -73,6 +73,9 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, help="override the schedule (e.g. for a smoke run)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="record results although the package code has uncommitted changes (the records say so "
+                             "and keep a sha256 of the diff)")
     args = parser.parse_args(argv)
 
     root = Path(args.root)
@@ -94,8 +97,8 @@ def main(argv=None) -> int:
             if args.data_root:
                 overrides["data_root"] = args.data_root
             config = load_config(PRESETS[args.preset], overrides)
-            train(config, run_dir, resume=state == "resume", progress=False)
-        evaluate_run(run_dir, device=args.device)
+            train(config, run_dir, resume=state == "resume", progress=False, allow_dirty=args.allow_dirty)
+        evaluate_run(run_dir, device=args.device, allow_dirty=args.allow_dirty)
     if args.dry_run:
         return 0
     from fewshot_acdc.results import write_report

@@ -147,6 +147,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
     parser.add_argument("--no-report", action="store_true", help="do not render the report afterwards")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="record results although the package code has uncommitted changes (the records say so "
+                             "and keep a sha256 of the diff)")
     args = parser.parse_args(argv)
 
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
@@ -161,7 +164,8 @@ def main(argv=None) -> int:
     cells = all_runs_cells(args.all_runs, args.all_runs_ways, args.all_runs_head_init,
                            args.all_runs_iterations, args.all_runs_backgrounds) if args.all_runs else grid_cells(args.backbones, args.convs, args.adapts,
                                                                            args.shots)
-    run_grid(cells, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run)
+    run_grid(cells, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run,
+             allow_dirty=args.allow_dirty)
     if not (args.dry_run or args.no_report):
         from fewshot_acdc.results import write_report
         paths = write_report([args.record], Path(args.record) / "report")

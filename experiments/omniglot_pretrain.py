@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="record results although the package code has uncommitted changes (the records say so "
+                             "and keep a sha256 of the diff)")
     args = parser.parse_args(argv)
     shard, shards = (int(part) for part in args.shard.split("/"))
     cells = pretrain_cells(args.backbones)
@@ -79,7 +82,8 @@ def main(argv=None) -> int:
             parser.error(f"unknown cells {', '.join(unknown)}; cells: {', '.join(c.name for c in cells)}")
         cells = [c for c in cells if c.name in args.cells]
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
-    run_grid(cells[shard::shards], CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run)
+    run_grid(cells[shard::shards], CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run,
+             allow_dirty=args.allow_dirty)
     return 0
 
 

@@ -103,12 +103,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="record results although the package code has uncommitted changes (the records say so "
+                             "and keep a sha256 of the diff)")
     args = parser.parse_args(argv)
     chosen = cells(args.backbones, args.shots, args.no_meta, Path(args.pretrain_record), Path(args.pretrain_work))
     if args.cells:
         chosen = [c for c in chosen if c.name in args.cells]
     common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
-    run_grid(chosen, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run)
+    run_grid(chosen, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run,
+             allow_dirty=args.allow_dirty)
     return 0
 
 

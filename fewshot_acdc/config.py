@@ -296,8 +296,23 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Map
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        if is_recorded_config(path):
+            # A run's record, written by an older version maybe: read through the one migration,
+            # as resuming and the results module read it.
+            loaded = canonical_values(loaded)
         values.update(loaded)
     return _build(values, overrides or {}, f"config file {path}" if path is not None else "the values")
+
+
+#: Files that only a run directory holds beside its config.yaml.
+RUN_RECORD_FILES = ("metrics.jsonl", "summary.json", "provenance.jsonl")
+
+
+def is_recorded_config(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is a run directory's saved ``config.yaml`` (a record, not a hand-written
+    config): its name, with the files training writes beside it."""
+    path = Path(path)
+    return path.name == "config.yaml" and any((path.parent / name).is_file() for name in RUN_RECORD_FILES)
 
 
 def load_saved_config(path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
@@ -306,12 +321,23 @@ def load_saved_config(path: Union[str, Path], overrides: Optional[Mapping[str, A
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: not a run directory's config")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"saved config {path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"saved config {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"saved config {path} cannot be read: {error.strerror or error}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"saved config {path} must hold a mapping of keys to values")
     return _build(canonical_values(loaded), overrides or {}, f"saved config {path}")
+
+
+def config_from_values(values: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None,
+                       where: str = "the saved config") -> TrainConfig:
+    """A saved config mapping (a checkpoint's ``config``; any version, see :func:`canonical_values`)
+    + overrides."""
+    return _build(canonical_values(values), overrides or {}, where)
 
 
 def _build(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str) -> TrainConfig:

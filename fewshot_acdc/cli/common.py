@@ -63,6 +63,12 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
                         help=f"on an error, print the full traceback too (or set {DEBUG_ENV}=1)")
 
 
+def add_allow_dirty_flag(parser) -> None:
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="record the result even though the package code has uncommitted changes (the record "
+                             "says so and keeps a sha256 of the diff; FEWSHOT_ALLOW_DIRTY=1 does the same)")
+
+
 def report_error(prog: str, error: BaseException, debug: bool = False) -> int:
     """Print ``prog: error: ...`` (after the traceback with --debug or $FEWSHOT_DEBUG); returns exit code 1."""
     if debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):

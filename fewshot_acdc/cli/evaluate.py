@@ -1,8 +1,10 @@
 """``python evaluate.py --run <dir>``: score a trained run on fixed test episodes.
 
 Writes ``eval/<split>_<ways>way_<shots>shot.json`` (mean accuracy, 95% CI, per-episode
-accuracies) into the run directory; ``--benchmark omniglot-all-runs`` scores Lake et al.'s
-20-way within-alphabet one-shot benchmark instead.
+accuracies and identities) into the run directory; with ``--episodes``, ``--inner-steps-eval`` or
+``--checkpoint`` other than the run's own, ``eval/protocols/<...>_<what differs>.json`` instead,
+so the run's recorded result is never replaced. ``--benchmark omniglot-all-runs`` scores Lake et
+al.'s 20-way within-alphabet one-shot benchmark instead.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Optional, Sequence
 from ..config import DEVICES
 from ..vocabulary import ADAPT_SCOPES
 from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
-from .common import USER_ERRORS, ArgumentParser, add_debug_flag, report_error
+from .common import USER_ERRORS, ArgumentParser, add_allow_dirty_flag, add_debug_flag, report_error
 from .train import parse_inner_lr
 
 BENCHMARKS = ("episodes", "omniglot-all-runs")
@@ -27,6 +29,16 @@ def _step_counts(text: str):
     if not counts or min(counts) < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: give inner step counts >= 0 separated by commas, e.g. 1,3,5,10")
     return counts
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
 
 
 def build_parser() -> ArgumentParser:
@@ -45,14 +57,16 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--benchmark", choices=BENCHMARKS, default="episodes")
     parser.add_argument("--shots", type=int, nargs="+", help="shot counts to evaluate (default: the run's)")
     parser.add_argument("--ways", type=int, help="default: the run's")
-    parser.add_argument("--episodes", type=int,
-                        help="fixed test episodes per shot count (default: test_episodes in the run's config.yaml)")
-    parser.add_argument("--inner-steps-eval", type=int)
+    parser.add_argument("--episodes", type=_positive,
+                        help="fixed test episodes per shot count (default: test_episodes in the run's config.yaml; "
+                             "another count writes eval/protocols/..., never the run's own eval file)")
+    parser.add_argument("--inner-steps-eval", type=int,
+                        help="inner steps at test (default: the run's; another count writes eval/protocols/...)")
     parser.add_argument("--select-steps", type=_step_counts, metavar="N,N,...",
                         help="choose the inner steps among these on the validation split's fixed episodes "
                              "(--select-episodes of them, the evaluation's ways and 1 shot; recorded in "
                              "eval/selection/inner-steps_val_*.json), then evaluate with the chosen count")
-    parser.add_argument("--select-episodes", type=int, default=100)
+    parser.add_argument("--select-episodes", type=_positive, default=100)
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--data-root")
     parser.add_argument("--all-runs", help="path to Omniglot's all_runs.zip (or folder) for --benchmark omniglot-all-runs")
@@ -62,6 +76,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--quiet", action="store_true")
+    add_allow_dirty_flag(parser)
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
                         help="under torchrun (the ranks split the episodes): how long a rank waits for the others "
                              f"before the job fails (default {DEFAULT_TIMEOUT_SECONDS:g})")
@@ -97,7 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ways = 20 if args.benchmark == "omniglot-all-runs" else args.ways
             selection = select_inner_steps(args.run, args.select_steps, ways=ways, shots=1,
                                            episodes=args.select_episodes, checkpoint=args.checkpoint,
-                                           device=args.device, eval_batch=args.eval_batch, distributed=group)
+                                           device=args.device, eval_batch=args.eval_batch, distributed=group,
+                                           allow_dirty=args.allow_dirty)
             print_("validation " + ", ".join(f"{row['inner_steps_eval']} steps {100 * row['mean_accuracy']:.2f}%"
                                              for row in selection["candidates"])
                    + f" ({selection['ways']}-way 1-shot, {selection['episodes']} episodes): "
@@ -106,18 +122,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.benchmark == "omniglot-all-runs":
             record = evaluate_omniglot_all_runs(args.run, all_runs=args.all_runs, checkpoint=args.checkpoint,
                                                 inner_steps_eval=args.inner_steps_eval, device=args.device,
-                                                eval_batch=args.eval_batch, distributed=group)
+                                                eval_batch=args.eval_batch, distributed=group,
+                                                allow_dirty=args.allow_dirty)
             print_(f"omniglot all_runs (20-way within-alphabet one-shot): error rate "
                   f"{100 * record['error_rate']:.2f}% over {record['runs']} runs; 5-way 1-shot within-alphabet "
                   f"episodes: {100 * record['five_way_accuracy']:.2f}% +- {100 * record['five_way_ci95']:.2f}%")
             return 0
-        for record in evaluate_run(args.run, checkpoint=args.checkpoint, shots=args.shots, ways=args.ways,
-                                   episodes=args.episodes, inner_steps_eval=args.inner_steps_eval,
-                                   split=args.split, data_root=args.data_root, device=args.device,
-                                   eval_batch=args.eval_batch, progress=not args.quiet, distributed=group):
+        def show(record, path) -> None:  # as each file is written: a later failure cannot swallow it
+            protocol = f", {record['protocol']}" if record.get("protocol") else ""
             print_(f"{record['split']} {record['ways']}-way {record['shots']}-shot: "
-                  f"{100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
-                  f"({record['episodes']} episodes, set {record['episode_set']})")
+                   f"{100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
+                   f"({record['episodes']} episodes, set {record['episode_set']}{protocol}) -> {path}")
+        evaluate_run(args.run, checkpoint=args.checkpoint, shots=args.shots, ways=args.ways,
+                     episodes=args.episodes, inner_steps_eval=args.inner_steps_eval,
+                     split=args.split, data_root=args.data_root, device=args.device,
+                     eval_batch=args.eval_batch, progress=not args.quiet, distributed=group,
+                     allow_dirty=args.allow_dirty, on_record=show)
     except USER_ERRORS as error:  # CheckpointError, data and output errors
         return report_error(prog, error, args.debug)
     except KeyboardInterrupt:  # nothing to keep: an eval file is written whole or not at all
@@ -144,7 +164,8 @@ def _score_pretrained(args) -> int:
         overrides["shots"] = args.shots[0]
     out = Path(args.run) if args.run else Path(f"{Path(args.pretrained)}-no-meta-{args.adapt or 'all'}")
     try:
-        for record in score_pretrained(args.pretrained, out, overrides, shots=args.shots, progress=not args.quiet):
+        for record in score_pretrained(args.pretrained, out, overrides, shots=args.shots, progress=not args.quiet,
+                                       allow_dirty=args.allow_dirty):
             print(f"{record['split']} {record['ways']}-way {record['shots']}-shot, no meta-training "
                   f"({out}): {100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
                   f"({record['episodes']} episodes, set {record['episode_set']})")

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..config import ConfigError, load_config
 from .common import USER_ERRORS, report_error
-from .train import FLAG_KEYS, build_parser
+from .train import FLAG_KEYS, build_parser, resumed_config
 
 PROG = "pretrain.py"
 
@@ -31,16 +31,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser(PROG, "Pretrain a (ACDC) backbone with a linear classifier over every training class.")
     args = parser.parse_args(argv)
     overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
-    from ..runs.directory import resume_config
     from ..runs.pretraining import pretrain
     try:
         if args.resume:
-            if args.config:
-                parser.error("--resume continues a run with its saved config.yaml; --config cannot change it")
-            run_dir = Path(args.resume)
-            if not (run_dir / "config.yaml").is_file():
-                parser.error(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
-            config = resume_config(run_dir, overrides)
+            config, run_dir = resumed_config(parser, args, overrides)
         else:
             config = load_config(args.config, overrides)
             run_dir = Path(args.out) if args.out else default_run_dir(config)
@@ -52,7 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
         torch.set_num_threads(config.threads)
     try:
-        summary = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
+        summary = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet,
+                           allow_dirty=args.allow_dirty)
     except USER_ERRORS as error:
         return report_error(PROG, error, args.debug)
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS,
 from ..vocabulary import (BATCHNORM_CHOICES, HEAD_INITS, LEARNED_STEP_SIZES, LR_SCALINGS, META_LR_SCHEDULES,
                           OMNIGLOT_BACKGROUNDS, OPTIMIZERS, ROLES)
 from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
-from .common import USER_ERRORS, ArgumentParser, add_debug_flag, add_size_flags, report_error
+from .common import USER_ERRORS, ArgumentParser, add_allow_dirty_flag, add_debug_flag, add_size_flags, report_error
 
 
 def parse_inner_lr(text: str):
@@ -144,8 +144,28 @@ def build_parser(prog: str = "run_maml.py", description: str = "Meta-train a (AC
     run.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
     run.add_argument("--tensorboard", action="store_const", const=True,
                      help="also log the metrics to RUN_DIR/tensorboard (needs the tensorboard package)")
+    add_allow_dirty_flag(run)
     add_debug_flag(run)
     return parser
+
+
+def note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def resumed_config(parser: ArgumentParser, args, overrides: Dict[str, Any]):
+    """``--resume RUN_DIR``'s config: config.yaml with the flags on top, or, when config.yaml is
+    missing or unreadable, the config its ``checkpoints/last.pt`` recorded (a note says so); a
+    ConfigError says how to repair a run that has neither."""
+    from ..runs.directory import resume_config
+    if args.config:
+        parser.error("--resume continues a run with its saved config.yaml; --config cannot change it")
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        parser.error("--resume continues a run in its own directory; --out cannot move it")
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").is_file() and not (run_dir / "checkpoints" / "last.pt").is_file():
+        parser.error(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
+    return resume_config(run_dir, overrides, notify=note), run_dir
 
 
 def default_run_dir(config) -> Path:
@@ -156,19 +176,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
-    from ..runs.directory import resume_config
     from ..runs.training import train
     from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
     try:
         if args.resume:
-            if args.config:
-                parser.error("--resume continues a run with its saved config.yaml; --config cannot change it")
-            if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-                parser.error("--resume continues a run in its own directory; --out cannot move it")
-            run_dir = Path(args.resume)
-            if not (run_dir / "config.yaml").is_file():
-                parser.error(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
-            config = resume_config(run_dir, overrides)
+            config, run_dir = resumed_config(parser, args, overrides)
         else:
             config = load_config(args.config, overrides)
             run_dir = Path(args.out) if args.out else default_run_dir(config)
@@ -186,16 +198,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if group.is_distributed:
             prog = f"run_maml.py (rank {group.rank} of {group.world_size})"
         say = print if group.is_main else (lambda *arguments, **keywords: None)
-        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet, distributed=group)
+        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet, distributed=group,
+                        allow_dirty=args.allow_dirty)
         say(f"finished {run_dir}: best validation accuracy {100 * summary['best_val_accuracy']:.2f}% "
             f"at iteration {summary['best_iteration']}")
         if not args.no_eval and config.dataset == "omniglot" and config.omniglot_background != "all":
             # Lake's minimal setting has no test split: its test is the one-shot benchmark.
-            record = evaluate_omniglot_all_runs(run_dir, device=config.device, distributed=group)
+            record = evaluate_omniglot_all_runs(run_dir, device=config.device, distributed=group,
+                                                allow_dirty=args.allow_dirty)
             say(f"omniglot all_runs (20-way within-alphabet one-shot, background {config.omniglot_background}): "
                 f"error rate {100 * record['error_rate']:.2f}%")
         elif not args.no_eval:
-            for record in evaluate_run(run_dir, device=config.device, progress=not args.quiet, distributed=group):
+            for record in evaluate_run(run_dir, device=config.device, progress=not args.quiet, distributed=group,
+                                       allow_dirty=args.allow_dirty):
                 say(f"test {record['ways']}-way {record['shots']}-shot: {100 * record['mean_accuracy']:.2f}% "
                     f"+- {100 * record['ci95']:.2f}% ({record['episodes']} episodes)")
     except USER_ERRORS as error:  # TrainingStopped, RunLockedError, CheckpointError, data and output errors

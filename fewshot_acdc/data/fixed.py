@@ -11,7 +11,13 @@ silently scoring a model on different images.
 
 Episode i of the set is episode i of ``EpisodeSampler(dataset, N, K, Q, seed)``, so a set of 600
 episodes is the first 600 of a set of 1000, and asking for more episodes than a file holds
-extends the file without changing the episodes already in it.
+extends the file without changing the episodes already in it. Being derived data, a file that
+cannot be read (truncated, empty, not an npz) is named in a warning and drawn again: the same
+episodes, since they are a function of the sampler's arguments.
+
+:func:`episode_identity` is a short checksum of what defines an episode (its class ids and the
+image ids of its support and query sets); eval files list it per episode, so two of them are
+paired on the episodes they scored, not on their position alone.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -37,6 +46,15 @@ FORMAT_VERSION = 1
 def episode_set_name(identifier: str, split: str, ways: int, shots: int, queries: int, seed: int,
                      digest: str) -> str:
     return f"{identifier}-{split}-{ways}w{shots}s{queries}q-seed{seed}-{digest}"
+
+
+def episode_identity(indices: EpisodeIndices) -> str:
+    """16 hex digits of a sha256 of an episode's class ids (in label order) and the dataset image
+    ids of its support and query sets (in order): equal for two episodes exactly when they hold the
+    same images under the same labels (of one dataset: the episode set's name checks that)."""
+    text = json.dumps({"classes": [int(c) for c in indices.classes], "support": [int(i) for i in indices.support],
+                       "query": [int(i) for i in indices.query]}, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def dataset_digest(dataset: "FewShotDataset") -> str:
@@ -83,8 +101,9 @@ class FixedEpisodeSet:
         """Load ``<cache_dir>/episodes/<name>.npz`` if present (checking it was made from this
         dataset), else draw the episodes and save them. Default cache_dir: see ``cache.py``.
 
-        Raises EpisodeSetMismatchError (file made from a different class list / labels),
-        CorruptDataError (unreadable file) or ImpossibleEpisodeError (split too small).
+        A file that cannot be read is drawn again (a warning names it). Raises
+        EpisodeSetMismatchError (file made from a different class list / labels) or
+        ImpossibleEpisodeError (split too small).
         """
         if not isinstance(episodes, (int, np.integer)) or episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
@@ -94,8 +113,15 @@ class FixedEpisodeSet:
         path = resolve_cache_dir(cache_dir) / "episodes" / f"{name}.npz"
         stored: list[np.ndarray] | None = None
         if path.exists():
-            stored = cls._read(path, dataset, ways, shots, queries, seed)
-            if stored[0].shape[0] >= episodes:
+            try:
+                stored = cls._read(path, dataset, ways, shots, queries, seed)
+            except CorruptDataError as error:
+                # Derived data: every run needing this set would fail on it, and drawing it again
+                # gives the same episodes.
+                warnings.warn(f"{error.path}: {error.problem}; drawing the episode set again (the same "
+                              "episodes: they are a function of the sampler's arguments)", stacklevel=2)
+                stored = None
+            if stored is not None and stored[0].shape[0] >= episodes:
                 support, query, classes = (a[:episodes] for a in stored)
                 return cls(dataset, support, query, classes, ways=ways, shots=shots,
                            queries=queries, seed=seed, path=path)
@@ -132,8 +158,11 @@ class FixedEpisodeSet:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = [data["support"], data["query"], data["classes"]]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise CorruptDataError(path, f"cannot read episode set ({exc}); delete it to re-create it") from exc
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            detail = str(exc) or ("an empty file" if path.stat().st_size == 0 else type(exc).__name__)
+            raise CorruptDataError(path, f"cannot read episode set ({detail})") from exc
+        if not isinstance(meta, dict):
+            raise CorruptDataError(path, "the episode set's meta record is not a JSON object")
         expected = {"ways": ways, "shots": shots, "queries": queries, "seed": seed, **dataset.fingerprint()}
         advice = ("The episodes in it index a different set of images, so scores would not be "
                   "comparable. If the dataset changed on purpose, delete the file (or use another "
@@ -152,7 +181,7 @@ class FixedEpisodeSet:
         n = support.shape[0]
         if (support.shape != (n, ways * shots) or query.shape != (n, ways * queries)
                 or classes.shape != (n, ways) or n == 0):
-            raise CorruptDataError(path, "episode arrays have unexpected shapes; delete it to re-create it")
+            raise CorruptDataError(path, "episode arrays have unexpected shapes")
         if max(support.max(), query.max() if query.size else 0) >= len(dataset) or classes.max() >= dataset.num_classes:
             raise CorruptDataError(path, "episode indices out of range for this dataset")
         return arrays
@@ -160,6 +189,14 @@ class FixedEpisodeSet:
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
         return int(self._stored.support.shape[0])
+
+    def identity(self, episode_index: int) -> str:
+        """:func:`episode_identity` of episode ``episode_index``."""
+        return episode_identity(self.indices(episode_index))
+
+    def identities(self) -> list[tuple[int, str]]:
+        """``(index, identity)`` of every episode, in order: what eval files record."""
+        return [(i, self.identity(i)) for i in range(len(self))]
 
     def indices(self, episode_index: int) -> EpisodeIndices:
         if not 0 <= episode_index < len(self):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 from .compare import DEFAULT_ALPHA
@@ -45,8 +48,50 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+PROG = "python -m fewshot_acdc.results"
+
+
+class OutputError(Exception):
+    """``--out`` cannot take the report; the message says why and what to do."""
+
+
+def check_output_dir(out: str | os.PathLike) -> Path:
+    """``out`` made (with its parents) and shown writable, before any run is read: raises
+    :class:`OutputError` for a path that is a file, lies below a file, or cannot be written
+    (permissions, a read-only filesystem)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a directory; choose another --out (or move the file away)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+        os.close(descriptor)
+        os.unlink(probe)
+    except NotADirectoryError:
+        blocker = next((parent for parent in out.parents if parent.is_file()), None)
+        where = f" ({blocker} is a file)" if blocker is not None else ""
+        raise OutputError(f"--out {out} cannot be created below a file{where}; choose another --out") from None
+    except OSError as error:
+        raise OutputError(f"cannot write the report to --out {out}: {error.strerror or error}; "
+                          "choose a writable --out") from None
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    try:
+        check_output_dir(args.out)
+        return _main(args)
+    except OutputError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a write failing after the check (a full disk): one line, not a traceback
+        name = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"{PROG}: error: cannot write the report: {name}{error.strerror or error}", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.pretraining:
         from .pretraining import collect_pretraining, write_pretraining_report
         written = write_pretraining_report(args.runs, args.out)

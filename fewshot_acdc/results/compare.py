@@ -1,7 +1,10 @@
 """Paired comparisons: two models scored on the *same* fixed episodes.
 
 Two evaluations can be paired only when both name the same ``episode_set`` and hold the same
-number of episodes; otherwise the comparison is returned with ``paired=False`` and the reason.
+number of episodes, and, where both files list per-episode identities, the same episode at every
+position; otherwise the comparison is returned with ``paired=False`` and the reason (naming the
+first episode that differs). Files from before identities were recorded are paired by position,
+with a note saying so.
 For a paired comparison of A against B (difference = A - B, in accuracy):
 
 * ``diff``: mean over episodes of ``acc_A - acc_B`` (equals ``mean_A - mean_B``);
@@ -175,9 +178,16 @@ def compare_evals(
             f"same episode set {eval_a.episode_set!r} but different episode counts "
             f"({eval_a.episodes} vs {eval_b.episodes})"
         )
+    else:
+        reason = _identity_mismatch(eval_a, eval_b, run_a or label_a, run_b or label_b)
     if reason:
         return PairedComparison(paired=False, reason=reason, **base)
     st = paired_stats(eval_a.per_episode_accuracy, eval_b.per_episode_accuracy)
+    notes = [st.note] if st.note else []
+    without = [name for name, e in ((run_a or label_a, eval_a), (run_b or label_b, eval_b))
+               if e.episode_identities is None]
+    if without:
+        notes.append(f"paired by position: {' and '.join(without)} record(s) no per-episode identities")
     return PairedComparison(
         paired=True,
         episode_set=eval_a.episode_set,
@@ -187,9 +197,22 @@ def compare_evals(
         statistic=st.statistic,
         p_value=st.p_value,
         n_nonzero=st.n_nonzero,
-        note=st.note,
+        note="; ".join(notes) or None,
         **base,
     )
+
+
+def _identity_mismatch(eval_a: EvalResult, eval_b: EvalResult, name_a: str, name_b: str) -> str | None:
+    """Why two evaluations of one episode set cannot be paired episode by episode: the first
+    position where their recorded episode identities differ (index and hash), or None."""
+    if eval_a.episode_identities is None or eval_b.episode_identities is None:
+        return None
+    for position, (a, b) in enumerate(zip(eval_a.episode_identities, eval_b.episode_identities)):
+        if a != b:
+            return (f"episode {position} differs: {name_a} ({eval_a.file}) scored episode {a[0]} {a[1]}, "
+                    f"{name_b} ({eval_b.file}) episode {b[0]} {b[1]}; the files do not hold the same episodes "
+                    "in the same order")
+    return None
 
 
 def _as_record(run: RunRecord | str | os.PathLike) -> RunRecord:

@@ -116,6 +116,11 @@ class EvalResult:
     stored_ci95: float | None = None
     stored_episodes: int | None = None
     warnings: list[str] = field(default_factory=list)
+    #: ``(index, hash)`` per episode (``episode_identities`` of the file), None in older files.
+    episode_identities: tuple[tuple[int, str], ...] | None = None
+    #: How this number differs from the run's own protocol, as the file or the reader found it
+    #: (e.g. ``"inner_steps_eval=0"``); None: the run's own.
+    protocol_note: str | None = None
 
     @property
     def protocol(self) -> tuple[str, int, int]:
@@ -133,6 +138,8 @@ class EvalResult:
             "episode_set": self.episode_set,
             "inner_steps_eval": self.inner_steps_eval,
             "checkpoint": self.checkpoint,
+            "protocol": self.protocol_note,
+            "episode_identities": self.episode_identities is not None,
             "mean_accuracy": self.mean,
             "ci95": self.ci95,
             "stored_mean_accuracy": self.stored_mean,
@@ -674,7 +681,13 @@ def _read_eval(
         stored_mean=_as_number(record.mean_accuracy),
         stored_ci95=_as_number(record.ci95),
         stored_episodes=record.episodes,
+        episode_identities=record.episode_identities,
+        protocol_note=record.protocol or _protocol_difference(record, rec.config),
     )
+    if result.protocol_note is not None:
+        result.warnings.append(
+            f"{rel}: scored with {result.protocol_note}, not the run's recorded protocol"
+        )
     if result.stored_episodes is not None and result.stored_episodes != n:
         result.warnings.append(
             f"{rel}: episodes={result.stored_episodes} but per_episode_accuracy has {n} "
@@ -703,6 +716,20 @@ def _read_eval(
         )
     rec.warnings.extend(result.warnings)
     return result
+
+
+def _protocol_difference(record: EvaluationRecord, config: dict[str, Any] | None) -> str | None:
+    """What an eval file's protocol differs in from the run's config.yaml (files written before
+    evaluations under another protocol got files of their own replaced the run's): its inner steps
+    and its checkpoint (the episode count is shown with every number). None when nothing, or
+    nothing to compare."""
+    parts = []
+    recorded_steps = _as_int(_lookup(config, "inner_steps_eval"))
+    if record.inner_steps_eval is not None and recorded_steps is not None and record.inner_steps_eval != recorded_steps:
+        parts.append(f"inner_steps_eval={record.inner_steps_eval}")
+    if record.checkpoint not in (None, "best"):
+        parts.append(f"checkpoint={record.checkpoint}")
+    return ", ".join(parts) or None
 
 
 def _read_omniglot(path: Path, rel: str, rec: RunRecord) -> OmniglotResult | None:

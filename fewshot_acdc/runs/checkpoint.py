@@ -11,7 +11,6 @@ from __future__ import annotations
 import pickle
 import re
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -44,21 +43,47 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found is None:  # an opcode the weights-only unpickler does not know: bytes, not code
+            raise CheckpointError(_corrupt(path, _unpickler_detail(error))) from None
         # torch's message goes on to suggest weights_only=False: for a file that names code to
         # run, that is exactly what must not be done unless one wrote the file oneself.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        what = f" (it names {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors and plain containers{what}, so it was not "
-            "loaded: loading it could run code from the file. fewshot-acdc never writes such files; replace it "
-            "with a copy from a source you trust") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        reason = str(error).split(". ")[0].strip().rstrip(".")  # torch's first sentence; the rest is advice
-        raise CheckpointError(f"checkpoint {path} cannot be read (truncated, corrupt or not a checkpoint: "
-                              f"{reason}); restore it from a copy, or delete it to start the run anew") from None
+            f"checkpoint {path} holds objects other than tensors and plain containers (it names "
+            f"{found.group(1)}), so it was not loaded: loading it could run code from the file. fewshot-acdc never "
+            "writes such files; replace it with a copy from a source you trust") from None
+    except Exception as error:  # noqa: BLE001 - torch's unpickler raises what the garbage makes it raise
+        # (KeyError for a text file, EOFError for an empty one, RuntimeError for a truncated zip, ...)
+        raise CheckpointError(_corrupt(path, _detail(path, error))) from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not a fewshot-acdc checkpoint (version {CHECKPOINT_VERSION})")
     return state
+
+
+def _corrupt(path: Path, detail: str) -> str:
+    return (f"checkpoint {path} is corrupt (truncated, damaged or not a checkpoint: {detail}); restore it from a "
+            "copy, or delete it to start the run anew")
+
+
+def _detail(path: Path, error: BaseException) -> str:
+    """A non-empty reason: torch's first sentence (the rest is advice), else what the file is."""
+    reason = str(error).split(". ")[0].strip().rstrip(".")
+    if isinstance(error, KeyError) or not reason:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = None
+        if size == 0:
+            return "an empty file (0 bytes)"
+        reason = f"{type(error).__name__} reading {size} bytes" if size is not None else type(error).__name__
+        if isinstance(error, KeyError):
+            reason = f"not a torch checkpoint ({reason})"
+    return reason
+
+
+def _unpickler_detail(error: BaseException) -> str:
+    found = re.search(r"WeightsUnpickler error: \s*(.+?)\s*(?:\n|$)", str(error))
+    return f"unreadable data ({found.group(1).strip().rstrip('.')})" if found else "unreadable data"
 
 
 def checkpoint_iteration(path: Union[str, Path]) -> Optional[int]:

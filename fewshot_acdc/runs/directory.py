@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
-from ..config import TrainConfig, load_saved_config
-from ..utils import PathError, WriteError, atomic_write_text
+from ..config import ConfigError, TrainConfig, canonical_values, config_from_values, load_saved_config, save_config
+from ..utils import PathError, WriteError, atomic_write, atomic_write_text
 
 try:
     import fcntl
@@ -134,11 +134,38 @@ class RunDirectory:
             return []
         return parse_metrics(self.metrics, self.metrics.read_text(encoding="utf-8", errors="replace"))
 
+    def write_config(self, config: TrainConfig) -> None:
+        atomic_write(self.config, lambda temporary: save_config(config, temporary))
+
     def write_json(self, path: Path, payload: Dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
     def iter_eval_files(self) -> Iterator[Path]:
         return iter(sorted(self.eval_dir.glob("*.json"))) if self.eval_dir.exists() else iter(())
+
+
+class ConfigRecord:
+    """``config.yaml`` as a training loop writes it (meta-training and pretraining alike).
+
+    A new run writes it at once: it is what makes the directory a run that ``--resume`` can
+    continue, and a run is a function of its config. A resumed run writes it only when it commits
+    its first checkpoint (just before, so a kill in between leaves the new values in config.yaml
+    and the resume then makes the same change again): a resume whose changes fail (``--meta-lr
+    1e4`` stopping on an exploding loss) leaves config.yaml as the checkpoint's run had it, so a
+    bare ``--resume`` continues that run instead of failing the same way.
+    """
+
+    def __init__(self, run: RunDirectory, config: TrainConfig, *, resumed: bool, writable: bool = True) -> None:
+        self.run, self.config, self.writable = run, config, writable
+        self.pending = writable
+        if not resumed:
+            self.before_commit()
+
+    def before_commit(self) -> None:
+        """Write config.yaml if it does not hold ``config`` yet (call before saving a checkpoint)."""
+        if self.pending:
+            self.run.write_config(self.config)
+            self.pending = False
 
 
 def parse_metrics(path: Path, text: str) -> List[Dict[str, Any]]:
@@ -290,7 +317,46 @@ def _describe_holder(holder: Optional[Dict[str, Any]]) -> str:
     return f"process {holder.get('pid', '?')}{where}{since}{command}"
 
 
-def resume_config(run_dir: Union[str, Path], overrides: Optional[Dict[str, object]] = None) -> TrainConfig:
+def resume_config(run_dir: Union[str, Path], overrides: Optional[Dict[str, object]] = None,
+                  notify: Optional[Callable[[str], None]] = None) -> TrainConfig:
     """The config a resumed (or evaluated) run continues with: its saved config.yaml plus
-    explicit overrides (e.g. more ``iterations``)."""
-    return load_saved_config(RunDirectory(run_dir).config, overrides)
+    explicit overrides (e.g. more ``iterations``).
+
+    A config.yaml that is missing or cannot be read (corrupt, truncated, hand-edited into an
+    invalid value) is not the end of the run: ``checkpoints/last.pt`` carries the config it was
+    trained with, which is then used (``notify`` is told; the next checkpoint's commit writes
+    config.yaml again). Without a readable checkpoint the ConfigError says how to repair it."""
+    run = RunDirectory(run_dir)
+    try:
+        return load_saved_config(run.config, overrides)
+    except ConfigError as error:
+        if run.config.is_file():
+            try:
+                load_saved_config(run.config)
+            except ConfigError:
+                pass  # the file itself is the problem: fall back to the checkpoint below
+            else:
+                raise  # the overrides are the problem
+        problem = str(error)
+    saved = _checkpoint_config(run)
+    if saved is None:
+        raise ConfigError(
+            f"{problem}; and {run.checkpoint('last')} holds no readable config to fall back on. Repair config.yaml "
+            f"(restore it from a copy, or write the run's settings back into it), or start a new run with another "
+            f"--out") from None
+    if notify is not None:
+        notify(f"{problem}; using the config recorded in {run.checkpoint('last')} instead (config.yaml is "
+               "written again at the next checkpoint)")
+    return config_from_values(saved, overrides, f"the config in {run.checkpoint('last')}")
+
+
+def _checkpoint_config(run: RunDirectory) -> Optional[Dict[str, Any]]:
+    """The config mapping that ``checkpoints/last.pt`` recorded, or None (no file, unreadable, none)."""
+    if not run.checkpoint("last").is_file():
+        return None
+    from .checkpoint import CheckpointError, load_checkpoint
+    try:
+        saved = load_checkpoint(run.checkpoint("last"), mmap=True).get("config")
+    except CheckpointError:
+        return None
+    return canonical_values(saved) if isinstance(saved, dict) and saved else None

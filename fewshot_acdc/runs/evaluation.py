@@ -2,17 +2,27 @@
 
 A checkpoint is scored on a fixed, saved set of test episodes (600 by default), so every model
 evaluated with the same ``episode_set`` saw exactly the same episodes and results can be paired
-episode by episode (see :mod:`fewshot_acdc.results`).
+episode by episode (see :mod:`fewshot_acdc.results`); each eval file lists every episode's
+identity (:func:`fewshot_acdc.data.fixed.episode_identity`) so that pairing can check it.
+
+A recorded result is never replaced by another protocol's: the run's own protocol (its
+``inner_steps_eval`` and ``test_episodes``, the best checkpoint) writes
+``eval/<split>_<ways>way_<shots>shot.json``, any other one a file of its own under
+``eval/protocols/`` whose name and ``protocol`` field say what differed. The destination is
+checked to be writable before anything is scored.
 """
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from ..utils import PathError, WriteError
+from . import provenance
 from .builders import build_maml, build_model, resolve_device
 from .checkpoint import load_checkpoint
 from .directory import RunDirectory, resume_config
@@ -109,11 +119,10 @@ BATCHNORM = {
 def evaluation_context(config) -> EvaluationContext:
     """What an evaluation's number depends on besides the episodes: BatchNorm, the inner loop's
     step sizes, and the code and machine that computed it."""
-    from . import provenance
     return EvaluationContext(batchnorm=BATCHNORM[config.batchnorm], adapt=config.adapt, inner_lr=config.inner_lr,
                              learn_inner_lr=config.learn_inner_lr, head_init=config.head_init,
                              created=provenance.created_now(),
-                             source=provenance.source_revision(), machine=provenance.machine())
+                             source=provenance.recorded_revision(), machine=provenance.machine())
 
 
 def load_trained(run_dir: Union[str, Path], checkpoint: str, device: torch.device, in_channels: int,
@@ -141,16 +150,31 @@ def evaluate_run(
     eval_batch: Optional[int] = None,
     progress: bool = False,
     distributed: ProcessGroup = SINGLE_PROCESS,
+    allow_dirty: bool = False,
+    on_record: Optional[Callable[[Dict[str, object], Path], None]] = None,
 ) -> List[Dict[str, object]]:
     """Score ``checkpoint`` of ``run_dir`` on fixed ``split`` episodes; write one eval file per
-    shot count and return their contents. ``eval_batch``: episodes adapted together (default:
-    the run's ``eval_batch``; see :func:`score_episodes`). ``distributed``: under torchrun every
-    rank calls this, scores its share of the episodes (:func:`score_episode_set`) and rank 0
-    writes the files, equal to one process's."""
+    shot count and return their contents.
+    ``eval_batch``: episodes adapted together (default: the run's ``eval_batch``; see
+    :func:`score_episodes`). ``distributed``: under torchrun every rank calls this, scores its
+    share of the episodes (:func:`score_episode_set`) and rank 0 writes the files, equal to one
+    process's. ``on_record(record, path)`` is called as each file is written (to print it at once).
+
+    ``episodes``, ``inner_steps_eval`` or ``checkpoint`` other than the run's own write
+    ``eval/protocols/<split>_<ways>way_<shots>shot_<what differs>.json`` and leave the run's
+    result in place (:func:`eval_destination`). Raises PathError before scoring when the
+    destination cannot be written, WriteError naming the unsaved result when writing fails
+    after scoring, and UncommittedChangesError as :func:`.training.train` does."""
     if ways is not None and ways < 2:  # every query would carry the one label
         raise ValueError(f"--ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"--episodes must be >= 1 (the fixed episodes scored per shot count), got {episodes}")
+    provenance.check_recordable("evaluation", allow_dirty)
     from .data import open_split
     run = RunDirectory(run_dir)
+    recorded = resume_config(run.root)
+    protocol = evaluation_protocol(recorded, checkpoint=checkpoint, episodes=episodes,
+                                   inner_steps_eval=inner_steps_eval)
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
         overrides["inner_steps_eval"] = inner_steps_eval
@@ -162,10 +186,15 @@ def evaluate_run(
     dataset = open_split(resume_config(run.root, overrides), split)
     config, model, state = load_trained(run.root, checkpoint, torch_device, dataset.channels, overrides)
     ways = ways or config.ways
+    destinations = {shot_count: eval_destination(run, split, ways, shot_count, protocol)
+                    for shot_count in shots or (config.shots,)}
+    if distributed.is_main:
+        for path in destinations.values():
+            check_writable(path)
     maml = evaluation_maml(config, model, state, ways)
     results = []
-    for shot_count in shots or (config.shots,):
-        count = episodes or config.test_episodes
+    for shot_count, destination in destinations.items():
+        count = episodes if episodes is not None else config.test_episodes
         episode_set = _shared_episode_set(config, dataset, ways, shot_count, count, split, distributed)
         around = lambda items: items  # noqa: E731
         if progress and distributed.is_main:
@@ -177,12 +206,68 @@ def evaluate_run(
         record = EvaluationRecord.from_accuracies(
             accuracies, dataset=config.dataset, seed=config.seed, split=split, ways=ways, shots=shot_count,
             queries=config.queries_eval, episode_set=episode_set.name, inner_steps_eval=config.inner_steps_eval,
-            checkpoint=checkpoint, checkpoint_iteration=state["iteration"],
-            context=evaluation_context(config)).to_json()
+            checkpoint=checkpoint, checkpoint_iteration=state["iteration"], protocol=protocol,
+            episode_identities=tuple(episode_set.identities()), context=evaluation_context(config)).to_json()
         if distributed.is_main:
-            run.write_json(run.eval_file(split, ways, shot_count), record)
+            try:
+                run.write_json(destination, record)
+            except OSError as error:
+                raise WriteError(destination, _NotSaved(error, record)) from None
         results.append(record)
+        if on_record is not None:
+            on_record(record, destination)
     return results
+
+
+def evaluation_protocol(recorded, *, checkpoint: str = "best", episodes: Optional[int] = None,
+                        inner_steps_eval: Optional[int] = None) -> Optional[str]:
+    """What an evaluation does differently from the run's own protocol (``recorded``: its saved
+    config), e.g. ``"inner_steps_eval=0, episodes=100"``; None when nothing: the run's number."""
+    parts = []
+    if inner_steps_eval is not None and inner_steps_eval != recorded.inner_steps_eval:
+        parts.append(f"inner_steps_eval={inner_steps_eval}")
+    if episodes is not None and episodes != recorded.test_episodes:
+        parts.append(f"episodes={episodes}")
+    if checkpoint != "best":
+        parts.append(f"checkpoint={checkpoint}")
+    return ", ".join(parts) or None
+
+
+def eval_destination(run: RunDirectory, split: str, ways: int, shots: int, protocol: Optional[str]) -> Path:
+    """``eval/<split>_<ways>way_<shots>shot.json`` for the run's own protocol, else
+    ``eval/protocols/<split>_<ways>way_<shots>shot_<protocol>.json`` (e.g.
+    ``..._inner_steps_eval0_episodes100.json``): the results module reads the first as the run's
+    number, so another protocol never replaces it."""
+    if protocol is None:
+        return run.eval_file(split, ways, shots)
+    tag = "_".join(part.replace("=", "") for part in protocol.split(", "))
+    return run.eval_dir / "protocols" / f"{split}_{ways}way_{shots}shot_{tag}.json"
+
+
+def check_writable(path: Path) -> None:
+    """Raise PathError unless a file can be created in ``path``'s folder (made if missing), so that
+    an evaluation of minutes does not end in a result it cannot save."""
+    import tempfile
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise PathError(error.errno, f"cannot write {path}: {error.strerror or error}; nothing was evaluated. "
+                                     "Make the run directory writable, or evaluate a copy of it", path) from None
+
+
+class _NotSaved(Exception):
+    """The reason a scored result could not be written, with the result, for WriteError's message."""
+
+    def __init__(self, error: OSError, record: Dict[str, object]) -> None:
+        self.errno = getattr(error, "errno", None)
+        self.strerror = (f"{getattr(error, 'strerror', None) or error}; the result, not saved: "
+                         f"{record['split']} {record['ways']}-way {record['shots']}-shot "
+                         f"{100 * record['mean_accuracy']:.2f}% +- {100 * record['ci95']:.2f}% "
+                         f"({record['episodes']} episodes, set {record['episode_set']})")
+        super().__init__(self.strerror)
 
 
 def _shared_episode_set(config, dataset, ways: int, shots: int, count: int, split: str, distributed: ProcessGroup):
@@ -208,6 +293,7 @@ def select_inner_steps(
     device: str = "auto",
     eval_batch: Optional[int] = None,
     distributed: ProcessGroup = SINGLE_PROCESS,
+    allow_dirty: bool = False,
 ) -> Dict[str, object]:
     """Choose the evaluation's inner steps on the validation split, not on the test.
 
@@ -225,6 +311,9 @@ def select_inner_steps(
         raise ValueError(f"candidates must be inner step counts >= 0, got {list(candidates)!r}")
     if ways is not None and ways < 2:
         raise ValueError(f"ways must be >= 2 (a 1-way episode is scored 100% by any model), got {ways}")
+    if episodes < 1:
+        raise ValueError(f"--select-episodes must be >= 1, got {episodes}")
+    provenance.check_recordable("evaluation", allow_dirty)
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
     if eval_batch is not None:
@@ -276,6 +365,7 @@ def evaluate_omniglot_all_runs(
     device: str = "auto",
     eval_batch: Optional[int] = None,
     distributed: ProcessGroup = SINGLE_PROCESS,
+    allow_dirty: bool = False,
 ) -> Dict[str, object]:
     """Score a run on Lake et al.'s 20-way within-alphabet one-shot benchmark (``all_runs``).
 
@@ -287,6 +377,7 @@ def evaluate_omniglot_all_runs(
     split the episodes and rank 0 writes the files.
     """
     from ..data import all_runs_episodes, load_omniglot_all_runs
+    provenance.check_recordable("evaluation", allow_dirty)
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
     if inner_steps_eval is not None:
@@ -326,3 +417,44 @@ def evaluate_omniglot_all_runs(
         run.write_json(run.eval_file("all-runs", 5, 1), five_way.to_json())
     benchmark["five_way_accuracy"], benchmark["five_way_ci95"] = five_way.mean_accuracy, five_way.ci95
     return benchmark
+
+
+def backfill_episode_identities(path: Union[str, Path], *, data_root: Optional[str] = None,
+                                episode_dir: Optional[str] = None) -> str:
+    """Add ``episode_identities`` to an eval file written before they were recorded, without
+    scoring anything again: the episodes are those of the saved set the file names, which is a
+    function of (dataset, split, ways, shots, queries, seed 0), so it is loaded (or drawn again)
+    and checked to carry the file's ``episode_set`` name before its identities are written in.
+    Returns what was done: ``"added"``, ``"present"`` or ``"skipped: <why>"``. Raises ValueError
+    when the set found now is not the one the file names (another dataset or layout)."""
+    import json
+
+    from ..data import FixedEpisodeSet
+    from .data import open_split
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    record = EvaluationRecord.from_json(data, path)
+    if record.episode_identities is not None:
+        return "present"
+    if record.split not in ("train", "val", "test") or None in (record.ways, record.shots, record.queries,
+                                                                   record.episode_set):
+        return f"skipped: not a fixed episode set of a dataset split ({record.episode_set or 'no episode_set'})"
+    run_dir = path.parent.parent if path.parent.name == "eval" else path.parent.parent.parent
+    overrides = {key: value for key, value in (("data_root", data_root), ("episode_dir", episode_dir))
+                 if value is not None}
+    config = resume_config(run_dir, overrides)
+    dataset = open_split(config, record.split)
+    episode_set = FixedEpisodeSet.load_or_create(dataset, record.ways, record.shots, record.queries,
+                                                 episodes=len(record.per_episode_accuracy), seed=0,
+                                                 cache_dir=config.episode_dir)
+    if episode_set.name != record.episode_set:
+        raise ValueError(f"{path} names episode set {record.episode_set} but the data found now gives "
+                         f"{episode_set.name}: point --data-root at the data it was scored on")
+    identities = [{"index": index, "hash": digest} for index, digest in episode_set.identities()]
+    out: Dict[str, object] = {}
+    for key, value in data.items():
+        out[key] = value
+        if key == "per_episode_accuracy":
+            out["episode_identities"] = identities
+    RunDirectory(run_dir).write_json(path, out)
+    return "added"

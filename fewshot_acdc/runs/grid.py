@@ -101,12 +101,19 @@ def run_grid(
     progress: bool = False,
     on_recorded: Optional[Callable[[Cell, Path], None]] = None,
     log: Callable[[str], None] = print,
+    allow_dirty: bool = False,
 ) -> Dict[str, str]:
     """Bring every cell to ``recorded``; returns ``{cell name: state before this call}``.
 
     ``common`` overrides apply to every cell (e.g. ``device``, ``data_root``); ``on_recorded``
-    runs after each cell's record is written (e.g. to commit it).
+    runs after each cell's record is written (e.g. to commit it). A grid records results, so it
+    refuses to start when the package code has uncommitted changes unless ``allow_dirty`` (or
+    ``FEWSHOT_ALLOW_DIRTY=1``): checked once, before the first cell, and every cell records the
+    revision this process imported (:func:`.provenance.process_revision`).
     """
+    from . import provenance
+    if not dry_run:
+        provenance.check_recordable("grid of training runs", allow_dirty)
     from .evaluation import evaluate_omniglot_all_runs, evaluate_run
     from .pretraining import pretrain
     from .training import train
@@ -128,12 +135,13 @@ def run_grid(
             torch.set_num_threads(config.threads)
         if state in ("new", "resume"):
             trainer = pretrain if cell.pretraining else train
-            trainer(config, work_dir, resume=state == "resume", progress=progress)
+            trainer(config, work_dir, resume=state == "resume", progress=progress, allow_dirty=allow_dirty)
         missing = missing_evaluations(work_dir, cell, config.ways)
         if missing:
-            evaluate_run(work_dir, shots=missing, device=config.device, progress=progress, **cell.eval_options)
+            evaluate_run(work_dir, shots=missing, device=config.device, progress=progress, allow_dirty=allow_dirty,
+                         **cell.eval_options)
         for benchmark in missing_benchmarks(work_dir, cell):
-            benchmark_runners[benchmark](work_dir, device=config.device)
+            benchmark_runners[benchmark](work_dir, device=config.device, allow_dirty=allow_dirty)
         if record_dir is not None:
             record_run(work_dir, record_dir)
             if on_recorded is not None:

@@ -31,14 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig, save_config
+from ..config import TrainConfig
 from ..nn.scaling import learning_rate_scales
-from ..utils import atomic_write
 from . import provenance
 from .builders import build_model, make_optimizer, resolve_device
 from .checkpoint import checkpoint_iteration, copy_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .data import evaluation_episodes, open_split
-from .directory import MetricsLog, RunDirectory
+from .directory import ConfigRecord, MetricsLog, RunDirectory
 from .interrupts import DeferredInterrupt
 from .record import mean_ci95
 from .resume import describe, resume_changes
@@ -88,13 +87,14 @@ def nearest_centroid_accuracy(model: torch.nn.Module, episode) -> torch.Tensor:
 
 
 def pretrain(config: TrainConfig, run_dir: Union[str, Path], *, resume: bool = False, progress: bool = True,
-             on_epoch: Optional[Callable[[int], None]] = None) -> Dict[str, object]:
+             on_epoch: Optional[Callable[[int], None]] = None, allow_dirty: bool = False) -> Dict[str, object]:
     """Pretrain ``config``'s backbone in ``run_dir`` (or resume it from ``checkpoints/last.pt``).
 
     ``on_epoch(epoch)`` is called after each committed epoch (tests interrupt with it).
     Returns the summary written to ``summary.json``. Raises RunLockedError while another
     process uses ``run_dir``, TrainingStopped on a non-finite loss (the last epoch's checkpoint
-    is kept)."""
+    is kept), UncommittedChangesError as :func:`.training.train` does."""
+    provenance.check_recordable("pretraining run", allow_dirty)
     run = RunDirectory(run_dir)
     with run.lock(notify=_note), DeferredInterrupt() as interrupt:
         for path in run.remove_temporaries():
@@ -128,8 +128,9 @@ def _pretrain(config: TrainConfig, run: RunDirectory, *, resume: bool, progress:
     except ValueError as error:
         raise TrainingStopped(f"{train_split.identifier} train split: {error}") from None
 
-    # Written once the inputs are known to be usable, so a refused start leaves no directory behind.
-    atomic_write(run.config, lambda temporary: save_config(config, temporary))
+    # Written once the inputs are known to be usable, so a refused start leaves no directory behind
+    # (a resume's config.yaml only with its first checkpoint: ConfigRecord).
+    config_record = ConfigRecord(run, config, resumed=state is not None)
     provenance.record(run.root, "resume" if state is not None else "start", kind=SUMMARY_KIND,
                       iteration=state["iteration"] if state is not None else 0,
                       **({"config_changes": changes} if changes else {}))
@@ -162,6 +163,7 @@ def _pretrain(config: TrainConfig, run: RunDirectory, *, resume: bool, progress:
             _note(message)
 
     def commit(epoch: int) -> None:
+        config_record.before_commit()
         save_checkpoint(run.checkpoint("last"), {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state(),
@@ -254,6 +256,7 @@ def _pretrain(config: TrainConfig, run: RunDirectory, *, resume: bool, progress:
         "heldout_accuracy_at_best": best["heldout_accuracy"], "final_train_loss": records[-1]["train_loss"],
         "device": device.type, "config_changes": changes,
     }
+    config_record.before_commit()  # a resume with no epoch left commits its changes here
     run.write_json(run.summary, summary)
     return summary
 
@@ -348,7 +351,7 @@ def initialise_from_pretrained(model: torch.nn.Module, config: TrainConfig) -> D
 
 
 def score_pretrained(pretrain_dir: Union[str, Path], out: Union[str, Path], overrides: Dict[str, object],
-                     shots=None, progress: bool = False) -> list:
+                     shots=None, progress: bool = False, allow_dirty: bool = False) -> list:
     """Score a pretraining run with no meta-training: a MAML run of 0 meta-steps in ``out`` that
     starts from ``pretrain_dir`` (:func:`initialise_from_pretrained`: zero head) and fine-tunes
     ``overrides['adapt']`` on each support set at test time, then its test evaluation (eval files
@@ -357,5 +360,5 @@ def score_pretrained(pretrain_dir: Union[str, Path], out: Union[str, Path], over
     from .evaluation import evaluate_run
     from .training import train
     config = resume_config(Path(pretrain_dir), {**overrides, "init": str(pretrain_dir), "iterations": 0})
-    train(config, out, progress=False)
-    return evaluate_run(out, shots=shots, device=config.device, progress=progress)
+    train(config, out, progress=False, allow_dirty=allow_dirty)
+    return evaluate_run(out, shots=shots, device=config.device, progress=progress, allow_dirty=allow_dirty)

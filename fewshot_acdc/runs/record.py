@@ -287,7 +287,15 @@ class EvaluationRecord:
     """``eval/<split>_<ways>way_<shots>shot.json``: accuracy on a fixed episode set. Only
     ``per_episode_accuracy`` (fractions in [0, 1], one per episode, in episode order) is required
     to read a file; every other field reads as ``None`` where missing (the file name gives split,
-    ways and shots). ``mean_accuracy`` and ``ci95`` are :func:`mean_ci95` of it."""
+    ways and shots). ``mean_accuracy`` and ``ci95`` are :func:`mean_ci95` of it.
+
+    ``episode_identities``: for each scored episode, ``{"index": i, "hash": h}``, its index in the
+    episode set and :func:`fewshot_acdc.data.fixed.episode_identity` of what defines it (class ids,
+    support and query image ids), so two files are paired episode by episode on what they scored,
+    not on position alone. ``None`` in files from before they were recorded.
+    ``protocol``: how the number was obtained when it was not the run's own protocol (``None``:
+    the run's recorded inner_steps_eval, test_episodes and best checkpoint), e.g.
+    ``"inner_steps_eval=0"``; such files are written under ``eval/protocols/``."""
 
     per_episode_accuracy: Tuple[float, ...]
     dataset: Optional[str] = None
@@ -304,12 +312,14 @@ class EvaluationRecord:
     mean_accuracy: Optional[float] = None
     ci95: Optional[float] = None
     context: EvaluationContext = field(default_factory=EvaluationContext)
+    episode_identities: Optional[Tuple[Tuple[int, str], ...]] = None
+    protocol: Optional[str] = None
 
     _KINDS = {"dataset": "str", "seed": "int", "split": "str", "ways": "int", "shots": "int", "queries": "int",
               "episodes": "int", "episode_set": "str", "inner_steps_eval": "int", "checkpoint": "str",
-              "checkpoint_iteration": "int", "mean_accuracy": "number", "ci95": "number"}
+              "checkpoint_iteration": "int", "mean_accuracy": "number", "ci95": "number", "protocol": "str"}
     _ORDER = ("dataset", "seed", "split", "ways", "shots", "queries", "episodes", "episode_set", "inner_steps_eval",
-              "checkpoint", "checkpoint_iteration", "mean_accuracy", "ci95", "per_episode_accuracy")
+              "checkpoint", "checkpoint_iteration", "protocol", "mean_accuracy", "ci95", "per_episode_accuracy")
 
     @classmethod
     def from_accuracies(cls, accuracies: Sequence[float], **values: Any) -> "EvaluationRecord":
@@ -320,6 +330,10 @@ class EvaluationRecord:
     def to_json(self) -> Dict[str, Any]:
         out = {name: getattr(self, name) for name in self._ORDER}
         out["per_episode_accuracy"] = list(self.per_episode_accuracy)
+        if self.protocol is None:
+            del out["protocol"]  # the run's own protocol: the files keep the keys they always had
+        if self.episode_identities is not None:
+            out["episode_identities"] = [{"index": index, "hash": digest} for index, digest in self.episode_identities]
         out.update(self.context.to_json())
         return out
 
@@ -329,7 +343,27 @@ class EvaluationRecord:
         accuracies = _read(data, path, "per_episode_accuracy", "fractions", required=True,
                            why=", so no CI can be computed")
         values = {name: _read(data, path, name, kind) for name, kind in cls._KINDS.items()}
-        return cls(per_episode_accuracy=accuracies, context=EvaluationContext.from_json(data, path), **values)
+        identities = _read_identities(data, path, len(accuracies))
+        return cls(per_episode_accuracy=accuracies, context=EvaluationContext.from_json(data, path),
+                   episode_identities=identities, **values)
+
+
+def _read_identities(data: Mapping[str, Any], path: object, episodes: int) -> Optional[Tuple[Tuple[int, str], ...]]:
+    """``episode_identities`` as ``((index, hash), ...)``: one per accuracy, each a JSON object with
+    an integer ``index`` and a string ``hash``; ``None`` where the file has none."""
+    listed = _read(data, path, "episode_identities", "list")
+    if listed is None:
+        return None
+    name = "episode_identities"
+    if len(listed) != episodes:
+        raise RecordError(path, name, f"{name} has {len(listed)} entries for {episodes} per-episode accuracies")
+    out = []
+    for i, entry in enumerate(listed):
+        if (not isinstance(entry, dict) or isinstance(entry.get("index"), bool) or not isinstance(entry.get("index"), int)
+                or not isinstance(entry.get("hash"), str)):
+            raise RecordError(path, name, f"{name} [{i}] = {entry!r} is not {{\"index\": int, \"hash\": str}}")
+        out.append((entry["index"], entry["hash"]))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

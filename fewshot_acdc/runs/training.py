@@ -32,18 +32,17 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 
-from ..config import ConfigError, TrainConfig, load_saved_config, save_config
+from ..config import ConfigError, TrainConfig, load_saved_config
 from ..faults import arm as arm_faults
 from ..faults import disarm as disarm_faults
 from ..faults import fault_point, fault_points
 from ..meta import NonFiniteLossError
-from ..utils import atomic_write
 from . import provenance
 from .builders import build_maml, build_model, build_optimizer, build_scheduler, resolve_device
 from .checkpoint import (checkpoint_iteration, copy_checkpoint, load_checkpoint, restore_rng_state, rng_state,
                          save_checkpoint)
 from .data import evaluation_episodes, open_split, training_batches
-from .directory import MetricsLog, RunDirectory, resume_config  # noqa: F401  (resume_config: re-exported)
+from .directory import ConfigRecord, MetricsLog, RunDirectory, resume_config  # noqa: F401  (resume_config: re-exported)
 from .distributed import SINGLE_PROCESS, ProcessGroup
 from .evaluation import score_episode_set
 from .interrupts import DeferredInterrupt
@@ -75,6 +74,7 @@ def train(
     progress: bool = True,
     on_step: Optional[Callable[[int], None]] = None,
     distributed: ProcessGroup = SINGLE_PROCESS,
+    allow_dirty: bool = False,
 ) -> Dict[str, object]:
     """Train ``config`` in ``run_dir`` (or resume it from ``checkpoints/last.pt``).
 
@@ -83,8 +83,12 @@ def train(
     ``distributed``: this process's rank in a torchrun job (:func:`.distributed.start`); every
     rank calls :func:`train` with the same arguments, and rank 0 alone writes ``run_dir``.
     Returns the summary written to ``summary.json``.
-    Raises RunLockedError while another process trains in ``run_dir``.
+    Raises RunLockedError while another process trains in ``run_dir``, and
+    :class:`~.provenance.UncommittedChangesError`, before anything is written, when the package
+    code has uncommitted changes and neither ``allow_dirty`` nor ``FEWSHOT_ALLOW_DIRTY=1`` allows
+    recording from it.
     """
+    provenance.check_recordable("training run", allow_dirty)
     run = RunDirectory(run_dir)
     arm_faults()
     try:
@@ -136,8 +140,8 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
             note(f"resuming at iteration {state['iteration']} with "
                   f"{describe(changes[len(state.get('config_changes', [])):])}")
     metrics_log = MetricsLog(run.metrics, writable=main, mirror=_tensorboard(config, run) if main else None)
+    config_record = ConfigRecord(run, config, resumed=state is not None, writable=main)
     if main:
-        atomic_write(run.config, lambda temporary: save_config(config, temporary))
         provenance.record(run.root, "resume" if state is not None else "start",
                           iteration=state["iteration"] if state is not None else 0, world_size=group.world_size,
                           **({"config_changes": changes} if changes else {}))
@@ -205,6 +209,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         another rank has stopped."""
         if not main:
             return
+        config_record.before_commit()
         save_checkpoint(run.checkpoint("last"), checkpoint_state(iteration))
         fault_point("committed")
         if best_iteration == iteration:
@@ -341,6 +346,7 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         stopped_early=stopped_early,
     ).to_json()
     if main:
+        config_record.before_commit()  # a resume with no step left commits its changes here
         run.write_json(run.summary, summary)
     # No rank returns before rank 0 has written everything: what comes next (the test evaluation,
     # a resume) reads the checkpoints on every rank.

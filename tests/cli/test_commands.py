@@ -55,8 +55,10 @@ def test_train_then_resume_then_evaluate(tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["iterations"] == 4
     assert evaluate_cli.main(["--run", str(run), "--shots", "1", "2", "--checkpoint", "last", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "test 3-way 2-shot:" in out
-    assert (run / "eval" / "test_3way_2shot.json").is_file()
+    assert "test 3-way 2-shot:" in out and "checkpoint=last" in out
+    # the last checkpoint is not the run's protocol (best): a file of its own, the run's result stays
+    assert (run / "eval" / "protocols" / "test_3way_2shot_checkpointlast.json").is_file()
+    assert not (run / "eval" / "test_3way_2shot.json").exists()
 
 
 def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):

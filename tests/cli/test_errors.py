@@ -142,3 +142,32 @@ def test_flags_given_with_resume_that_cannot_change_are_refused_listing_what_may
         train_cli.main(["--resume", str(run), "--out", str(tmp_path / "elsewhere")])
     assert "--out cannot move it" in capsys.readouterr().err
     assert sorted(os.listdir(run / "checkpoints")) == ["best.pt", "last.pt"]  # nothing written by the refusals
+
+
+def test_a_corrupt_config_yaml_does_not_block_resume_the_checkpoint_carries_the_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli.main(TINY + ["--out", str(run), "--episode-dir", str(tmp_path / "episodes"), "--no-eval"]) == 0
+    (run / "config.yaml").write_text("backbone: conv4\n  iterations: [broken\n")
+    capsys.readouterr()
+    assert train_cli.main(["--resume", str(run), "--iterations", "4", "--quiet", "--no-eval"]) == 0
+    err = capsys.readouterr().err
+    assert "usage:" not in err and "note: saved config" in err and "using the config recorded in" in err
+    assert "iterations: 4" in (run / "config.yaml").read_text()  # written again with the next checkpoint
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_evaluate_refuses_episode_counts_below_one_alike(tmp_path, capsys, count):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cli.main(["--run", str(tmp_path), "--episodes", count])
+    assert exit_info.value.code == 2
+    assert f"argument --episodes: {count!r}: give a whole number >= 1" in capsys.readouterr().err
+
+
+def test_evaluate_prints_its_result_and_where_it_went(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli.main(TINY + ["--out", str(run), "--episode-dir", str(tmp_path / "episodes"), "--no-eval"]) == 0
+    capsys.readouterr()
+    assert evaluate_cli.main(["--run", str(run), "--inner-steps-eval", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "inner_steps_eval=0) -> " in out and out.rstrip().endswith("test_3way_1shot_inner_steps_eval0.json")
+    assert not (run / "eval" / "test_3way_1shot.json").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot_acdc.data import (ArrayDataset, CorruptDataError, EpisodeSampler, EpisodeSetMismatchError,
+from fewshot_acdc.data import (ArrayDataset, EpisodeSampler, EpisodeSetMismatchError,
                                FixedEpisodeSet, ImpossibleEpisodeError)
 from fewshot_acdc.data import fixed as fixed_module
 
@@ -104,11 +104,34 @@ def test_a_set_made_from_other_images_per_class_is_detected(cache_dir):
         FixedEpisodeSet.load_or_create(dataset(per_class=9), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
 
 
-def test_an_unreadable_file_names_itself(cache_dir):
+@pytest.mark.parametrize("damage", ["text", "empty", "truncated", "random bytes", "no meta"])
+def test_an_unreadable_file_is_named_and_drawn_again_with_the_same_episodes(cache_dir, damage):
+    # Derived data in a shared cache: one damaged file must not break every run that needs it.
     episodes = FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
-    episodes.path.write_bytes(b"not an npz")
-    with pytest.raises(CorruptDataError, match=f"tiny-test-5w1s2q-seed0-{fixed_module.dataset_digest(dataset())}.npz"):
-        FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    whole = episodes.path.read_bytes()
+    damaged = {"text": b"not an npz", "empty": b"", "truncated": whole[:len(whole) // 2],
+               "random bytes": np.random.default_rng(0).bytes(len(whole)), "no meta": None}[damage]
+    if damaged is None:
+        np.savez(episodes.path, support=np.zeros((10, 5), np.int32))
+    else:
+        episodes.path.write_bytes(damaged)
+    with pytest.warns(UserWarning, match=f"tiny-test-5w1s2q-seed0-{fixed_module.dataset_digest(dataset())}.npz: "
+                                         "(cannot read|episode arrays).*drawing the episode set again"):
+        again = FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    assert again.identities() == episodes.identities()
+    assert FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir).identities() \
+        == episodes.identities()  # and the file was written back whole
+
+
+def test_episode_identity_is_a_checksum_of_classes_and_image_ids(cache_dir):
+    episodes = FixedEpisodeSet.load_or_create(dataset(), 5, 1, 2, episodes=10, seed=0, cache_dir=cache_dir)
+    identities = episodes.identities()
+    assert [index for index, _ in identities] == list(range(10))
+    assert len({digest for _, digest in identities}) == 10 and all(len(d) == 16 for _, d in identities)
+    first = episodes.indices(0)
+    assert fixed_module.episode_identity(first) == identities[0][1]
+    swapped = type(first)(first.support, first.query[::-1].copy(), first.classes)
+    assert fixed_module.episode_identity(swapped) != identities[0][1]  # other queries, other episode
 
 
 def test_impossible_sets_are_refused_before_anything_is_written(cache_dir):

@@ -3,8 +3,10 @@
 - ``paired_comparison(run_a, run_b, ways, shots)`` accepts run directories or records and
   reports A - B: mean difference, its 95% CI (1.96 * std(diff) / sqrt(n)) and a Wilcoxon
   signed-rank test;
-- pairing requires the same ``episode_set`` and the same episode count; otherwise the result
-  says why not (never an exception);
+- pairing requires the same ``episode_set`` and the same episode count, and, where both files
+  list per-episode identities, the same episode at every position; otherwise the result says why
+  not, naming the first episode that differs (never an exception); files without identities are
+  paired by position, with a note;
 - default comparisons in a table: each ACDC conv against the plain conv, each adapt scope
   against ``all``, per shot count, Holm-adjusted as one family.
 """
@@ -111,3 +113,32 @@ def test_default_comparisons_acdc_vs_standard_and_adapt_vs_all(make_run, episode
     expected = np.empty_like(p)
     expected[order] = holm
     assert [c.p_holm for c in comps] == pytest.approx(list(expected))
+
+
+def _with_identities(payload, hashes):
+    return {**payload, "episode_identities": [{"index": i, "hash": h} for i, h in enumerate(hashes)]}
+
+
+def test_episodes_are_paired_on_their_identities_and_the_first_difference_is_named(make_run, eval_payload,
+                                                                                      episode_accuracies):
+    a, b = episode_accuracies(1, n=4), episode_accuracies(2, n=4)
+    same = [f"{i:016x}" for i in range(4)]
+    ra = make_run("a", evals={"test_5way_1shot.json": _with_identities(eval_payload(a), same)})
+    rb = make_run("b", evals={"test_5way_1shot.json": _with_identities(eval_payload(b), same)})
+    paired = paired_comparison(ra, rb)
+    assert paired.paired and "position" not in (paired.note or "")
+    other = same[:2] + ["ffffffffffffffff"] + same[3:]
+    rc = make_run("c", evals={"test_5way_1shot.json": _with_identities(eval_payload(b), other)})
+    refused = paired_comparison(ra, rc)
+    assert not refused.paired
+    assert refused.reason.startswith("episode 2 differs: a (eval/test_5way_1shot.json) scored episode 2 "
+                                     f"{same[2]}, c (eval/test_5way_1shot.json) episode 2 ffffffffffffffff")
+
+
+def test_files_without_identities_are_paired_by_position_with_a_note(make_run, eval_payload, episode_accuracies):
+    a, b = episode_accuracies(1, n=4), episode_accuracies(2, n=4)
+    ra = make_run("a", evals={"test_5way_1shot.json": _with_identities(eval_payload(a), [f"{i:016x}" for i in range(4)])})
+    rb = make_run("old", evals={"test_5way_1shot.json": b})  # written before identities were recorded
+    c = paired_comparison(ra, rb)
+    assert c.paired and c.n == 4
+    assert "paired by position: old record(s) no per-episode identities" in c.note

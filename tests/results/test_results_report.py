@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from fewshot_acdc.results import write_report
+from fewshot_acdc.results import collect_runs, write_report
 from fewshot_acdc.results.__main__ import main
 
 ROWS = [  # (backbone, conv, adapt) of the sweep, in table order
@@ -323,6 +323,37 @@ def test_cli_writes_the_report_and_strict_fails_on_problems(make_run, tmp_path, 
     make_run("b", status="failed")
     assert main([str(tmp_path / "runs"), "--out", str(out), "--strict"]) == 1
     assert "runs/b [failed]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file", "a read-only filesystem"])
+def test_cli_out_that_cannot_take_the_report_is_one_line_and_exit_1(make_run, tmp_path, capsys, monkeypatch, where):
+    make_run("a", evals={"test_5way_1shot.json": [0.5, 0.6]})
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file\n")
+    out = {"a file": blocker, "below a file": blocker / "report", "a read-only filesystem": tmp_path / "ro"}[where]
+    if where == "a read-only filesystem":  # (the tests may run as root, whom permissions do not stop)
+        def read_only(*args, **kwargs):
+            raise OSError(30, "Read-only file system")
+        monkeypatch.setattr("tempfile.mkstemp", read_only)
+    assert main([str(tmp_path / "runs"), "--out", str(out), "--no-published"]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert "Traceback" not in captured.err and len(lines) == 1
+    assert lines[0].startswith("python -m fewshot_acdc.results: error: ") and str(out) in lines[0]
+    assert {"a file": "is a file", "below a file": f"below a file ({blocker} is a file)",
+            "a read-only filesystem": "Read-only file system"}[where] in lines[0]
+    assert blocker.read_text() == "a file\n"
+
+
+def test_an_eval_file_scored_under_another_protocol_than_the_run_says_so(make_run, eval_payload, tmp_path):
+    # Files from before other protocols got files of their own may hold one (evaluate.py --run R
+    # --inner-steps-eval 0 replaced the run's number): the reader is told which protocol it used.
+    payload = {**eval_payload([0.5, 0.6]), "inner_steps_eval": 0}
+    make_run("a", evals={"test_5way_1shot.json": payload}, config_extra={"inner_steps_eval": 10})
+    [record] = collect_runs([tmp_path / "runs"])
+    result = record.get_eval("test", 5, 1)
+    assert result.protocol_note == "inner_steps_eval=0" and result.to_dict()["protocol"] == "inner_steps_eval=0"
+    assert "eval/test_5way_1shot.json: scored with inner_steps_eval=0, not the run's recorded protocol" in record.warnings
 
 
 def test_cli_explicit_comparison(make_run, tmp_path, episode_accuracies):

@@ -239,7 +239,7 @@ def test_an_evaluation_split_across_ranks_writes_the_single_process_eval_file(tw
     tmp_path, outcomes = two_process_runs
     assert [rank[-1] for rank in outcomes] == ["finished"] * WORLD, outcomes
     run = tmp_path / "ddp" / "acdc-net-all"
-    written = json.loads((run / "eval" / "test_3way_1shot.json").read_text())
+    written = json.loads((run / "eval" / "protocols" / "test_3way_1shot_checkpointlast.json").read_text())
     [single] = evaluate_run(run, checkpoint="last", episodes=5, device="cpu")
     assert written["episodes"] == 5 and written["episode_set"] == single["episode_set"]
     assert written["per_episode_accuracy"] == single["per_episode_accuracy"]

@@ -86,11 +86,14 @@ def test_inner_steps_are_chosen_on_validation_episodes_and_used_for_the_test(tin
                                       if row["mean_accuracy"] == best)
     written = json.loads((run / "eval" / "selection" / "inner-steps_val_3way_1shot.json").read_text())
     assert written["chosen"] == selection["chosen"] and len(written["source"]["git_commit"]) == 40
-    # The command chooses on val, then writes the test file with the chosen count.
+    # The command chooses on val, then writes the test file with the chosen count: a protocol of its
+    # own when it is not the run's (tiny_config's 2), beside the run's result, never over it.
     assert evaluate_main(["--run", str(run), "--select-steps", "0,1,3", "--select-episodes", "6", "--device", "cpu",
                           "--quiet"]) == 0
-    test = json.loads((run / "eval" / "test_3way_1shot.json").read_text())
-    assert test["inner_steps_eval"] == selection["chosen"]
+    chosen = selection["chosen"]
+    name = "test_3way_1shot.json" if chosen == 2 else f"protocols/test_3way_1shot_inner_steps_eval{chosen}.json"
+    test = json.loads((run / "eval" / name).read_text())
+    assert test["inner_steps_eval"] == chosen
 
 
 def test_select_steps_refuses_a_fixed_step_count_too(tiny_config, tmp_path, capsys):
@@ -99,3 +102,87 @@ def test_select_steps_refuses_a_fixed_step_count_too(tiny_config, tmp_path, caps
     train(tiny_config.replace(iterations=1), run, progress=False)
     assert evaluate_main(["--run", str(run), "--select-steps", "1,2", "--inner-steps-eval", "3", "--device", "cpu"]) != 0
     assert "drop --inner-steps-eval" in capsys.readouterr().err
+
+
+def test_another_protocol_gets_a_file_of_its_own_and_the_runs_result_stays(tiny_config, tmp_path):
+    from fewshot_acdc.results import collect_runs
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+    [own] = evaluate_run(run, device="cpu")
+    kept = (run / "eval" / "test_3way_1shot.json").read_text()
+    assert "protocol" not in own
+    [other] = evaluate_run(run, device="cpu", inner_steps_eval=0, episodes=4)
+    assert other["protocol"] == "inner_steps_eval=0, episodes=4" and other["episodes"] == 4
+    assert (run / "eval" / "test_3way_1shot.json").read_text() == kept  # never replaced
+    assert json.loads((run / "eval" / "protocols" / "test_3way_1shot_inner_steps_eval0_episodes4.json").read_text()) \
+        == other
+    # the run's own protocol, asked for explicitly, is the run's file
+    [same] = evaluate_run(run, device="cpu", inner_steps_eval=tiny_config.inner_steps_eval,
+                          episodes=tiny_config.test_episodes)
+    assert same["per_episode_accuracy"] == own["per_episode_accuracy"] and "protocol" not in same
+    # the results module reads the run's number, from the run's protocol
+    [record] = collect_runs([run])
+    result = record.get_eval("test", 3, 1)
+    assert result.per_episode_accuracy.tolist() == own["per_episode_accuracy"] and result.protocol_note is None
+
+
+def test_every_eval_file_lists_each_episodes_index_and_identity(tiny_config, tmp_path):
+    from fewshot_acdc.runs.data import evaluation_episodes, open_split
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+    [record] = evaluate_run(run, device="cpu")
+    episode_set = evaluation_episodes(tiny_config, open_split(tiny_config, "test"), 3, 1, 5, split="test")
+    assert record["episode_identities"] == [{"index": i, "hash": h} for i, h in episode_set.identities()]
+
+
+def test_an_unwritable_destination_is_refused_before_anything_is_scored(tiny_config, tmp_path, monkeypatch):
+    from fewshot_acdc.runs import evaluation
+    from fewshot_acdc.utils import PathError
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+    (run / "eval").write_text("a file where eval/ should be\n")  # (root ignores permissions; a file does not)
+    monkeypatch.setattr(evaluation, "score_episode_set", lambda *a, **k: pytest.fail("scored before the check"))
+    with pytest.raises(PathError, match=r"cannot write .*test_3way_1shot.json: .*nothing was evaluated"):
+        evaluate_run(run, device="cpu")
+
+
+def test_a_write_that_fails_after_scoring_names_the_unsaved_result(tiny_config, tmp_path, monkeypatch):
+    from fewshot_acdc.runs.directory import RunDirectory
+    from fewshot_acdc.utils import WriteError
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+
+    def full(self, path, payload):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(RunDirectory, "write_json", full)
+    with pytest.raises(WriteError, match=r"test_3way_1shot.json: No space left on device; the result, not saved: "
+                                         r"test 3-way 1-shot \d+\.\d\d% \+- \d+\.\d\d% \(5 episodes"):
+        evaluate_run(run, device="cpu")
+
+
+@pytest.mark.parametrize("episodes", [0, -3])
+def test_episode_counts_below_one_are_refused(tiny_config, tmp_path, episodes):
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=1), run, progress=False)
+    with pytest.raises(ValueError, match=f"--episodes must be >= 1 .*got {episodes}"):
+        evaluate_run(run, device="cpu", episodes=episodes)
+    assert not (run / "eval").exists()
+
+
+def test_identities_are_backfilled_into_old_eval_files_without_scoring_again(tiny_config, tmp_path, monkeypatch):
+    from fewshot_acdc.runs import evaluation
+    from fewshot_acdc.runs.evaluation import backfill_episode_identities
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+    evaluate_run(run, device="cpu")
+    path = run / "eval" / "test_3way_1shot.json"
+    written = json.loads(path.read_text())
+    old = {key: value for key, value in written.items() if key != "episode_identities"}
+    path.write_text(json.dumps(old))
+    monkeypatch.setattr(evaluation, "score_episode_set", lambda *a, **k: pytest.fail("scored again"))
+    assert backfill_episode_identities(path) == "added"
+    assert json.loads(path.read_text()) == written and list(json.loads(path.read_text())) == list(written)
+    assert backfill_episode_identities(path) == "present"
+    path.write_text(json.dumps({**old, "episode_set": "builtin-test-3w1s2q-seed0-00000000"}))
+    with pytest.raises(ValueError, match="names episode set builtin-test-3w1s2q-seed0-00000000 but the data"):
+        backfill_episode_identities(path)

@@ -71,3 +71,23 @@ def test_an_unknown_benchmark_is_refused_naming_the_known_ones():
     import pytest
     with pytest.raises(ValueError, match="unknown benchmark.*omniglot-all-runs"):
         Cell("x", {}, benchmarks=("all-runs",))
+
+
+def test_a_grid_refuses_to_start_from_uncommitted_code_unless_allowed(tiny_config, tmp_path, monkeypatch):
+    import pytest
+
+    from fewshot_acdc.runs import provenance
+    monkeypatch.setattr(provenance, "_PROCESS_REVISION",
+                        {"git_commit": "0" * 40, "uncommitted_changes": True, "diff_sha256": "cd" * 32})
+    monkeypatch.delenv(provenance.ALLOW_DIRTY_ENV, raising=False)
+    base = _base(tiny_config, tmp_path)
+    cells = [Cell("standard", {"conv": "standard", "adapt": "all"}, eval_shots=(1,))]
+    with pytest.raises(provenance.UncommittedChangesError, match="grid of training runs"):
+        run_grid(cells, base, tmp_path / "work", record_root=tmp_path / "record", log=lambda line: None)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "record").exists()
+    assert run_grid(cells, base, tmp_path / "work", dry_run=True, log=lambda line: None) == {"standard": "new"}
+    run_grid(cells, base, tmp_path / "work", record_root=tmp_path / "record", log=lambda line: None, allow_dirty=True)
+    for path in (tmp_path / "record" / "standard" / "provenance.jsonl", tmp_path / "record" / "standard" / "eval" /
+                 "test_3way_1shot.json"):
+        text = path.read_text()
+        assert '"allowed_uncommitted": true' in text and "cd" * 32 in text

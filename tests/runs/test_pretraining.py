@@ -233,3 +233,25 @@ def test_evaluate_cli_scores_a_pretrained_backbone_and_pretrain_cli_refuses_init
     with pytest.raises(SystemExit):
         pretrain_main(["--dataset", "builtin", "--init", str(tmp_path / "pre")])
     assert "--init starts meta-training" in capsys.readouterr().err
+
+
+def test_a_resume_that_fails_leaves_config_yaml_as_the_checkpoints_run_had_it(small_builtin, pretrain_config, tmp_path,
+                                                                            monkeypatch):
+    run = tmp_path / "pre"
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(pretrain_config.replace(pretrain_epochs=2), run, progress=False, on_epoch=stop)
+    before = (run / "config.yaml").read_text()
+
+    def fails(*args, **kwargs):  # the resumed epoch fails before its checkpoint
+        raise RuntimeError("stopped in the epoch")
+    scoring = pretraining._few_shot_accuracies
+    monkeypatch.setattr(pretraining, "_few_shot_accuracies", fails)
+    with pytest.raises(RuntimeError, match="stopped in the epoch"):
+        pretrain(pretrain_config.replace(pretrain_epochs=2, threads=1), run, resume=True, progress=False)
+    assert (run / "config.yaml").read_text() == before
+    monkeypatch.setattr(pretraining, "_few_shot_accuracies", scoring)
+    pretrain(pretrain_config.replace(pretrain_epochs=2, threads=1), run, resume=True, progress=False)
+    assert "threads: 1" in (run / "config.yaml").read_text()

@@ -17,7 +17,7 @@ from fewshot_acdc.runs.record import (BenchmarkRecord, EvaluationContext, Evalua
 SUMMARY_KEYS = ["status", "backbone", "conv", "size", "group_size", "adapt", "first_order", "head_init", "dataset", "ways",
                 "shots", "image_size", "iterations", "seed", "total_parameters", "adapted_parameters",
                 "seconds_per_meta_step", "peak_memory_mb", "best_val_accuracy", "best_iteration", "device",
-                "config_changes", "world_size"]
+                "config_changes", "world_size", "stopped_early"]
 CONTEXT_KEYS = ["batchnorm", "adapt", "inner_lr", "learn_inner_lr", "head_init", "created", "source", "machine"]
 EVAL_KEYS = ["dataset", "seed", "split", "ways", "shots", "queries", "episodes", "episode_set", "inner_steps_eval",
              "checkpoint", "checkpoint_iteration", "mean_accuracy", "ci95", "per_episode_accuracy"] + CONTEXT_KEYS
@@ -99,7 +99,8 @@ def test_old_files_read_with_documented_defaults():
     assert summary.config_changes == () and summary.world_size == 1 and summary.group_size is None
     assert summary.head_init is None  # before it was recorded: per class (fewshot_acdc.results reads it so)
     old_keys = {k: v for k, v in OLD_SUMMARY.items() if k != "atoms"}
-    assert summary.to_json() == {**old_keys, "size": None, "config_changes": [], "world_size": 1, "head_init": None}
+    assert summary.to_json() == {**old_keys, "size": None, "config_changes": [], "world_size": 1, "head_init": None,
+                                 "stopped_early": None}
     # `atoms` sized every kind before `size` was the one field; standard convolutions have none
     assert summary.size is None
     assert TrainingSummary.from_json({**OLD_SUMMARY, "conv": "basis", "atoms": 16}).size == 16
@@ -190,3 +191,17 @@ def test_results_reads_eval_files_through_the_record(tmp_path):
     result = record.get_eval("test", 5, 1)
     assert result.stored_mean == OLD_EVAL["mean_accuracy"] and result.ci95 == mean_ci95(OLD_EVAL["per_episode_accuracy"])[1]
     assert record.omniglot.error_rate == pytest.approx(0.25) and record.omniglot.runs == 2
+
+
+def test_episode_identities_round_trip_and_a_malformed_list_is_named():
+    from fewshot_acdc.runs.record import EvaluationRecord, RecordError
+    record = EvaluationRecord.from_accuracies([0.5, 1.0], episode_identities=((0, "a" * 16), (1, "b" * 16)))
+    data = record.to_json()
+    assert data["episode_identities"] == [{"index": 0, "hash": "a" * 16}, {"index": 1, "hash": "b" * 16}]
+    assert EvaluationRecord.from_json(data) == record
+    assert "protocol" not in data and EvaluationRecord.from_accuracies([0.5], protocol="episodes=1").to_json()[
+        "protocol"] == "episodes=1"
+    with pytest.raises(RecordError, match="episode_identities has 1 entries for 2 per-episode accuracies"):
+        EvaluationRecord.from_json({**data, "episode_identities": data["episode_identities"][:1]}, "eval/x.json")
+    with pytest.raises(RecordError, match=r"episode_identities \[1\]"):
+        EvaluationRecord.from_json({**data, "episode_identities": [data["episode_identities"][0], {"index": "1"}]})

@@ -105,7 +105,7 @@ def test_a_truncated_checkpoint_is_named(tiny_config, tmp_path):
     train(tiny_config.replace(iterations=3), run, progress=False)
     path = run / "checkpoints" / "last.pt"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="last.pt cannot be read"):
+    with pytest.raises(CheckpointError, match="last.pt is corrupt"):
         train(tiny_config, run, resume=True, progress=False)
 
 
@@ -176,3 +176,35 @@ def test_a_run_with_the_plateau_rule_stops_early_and_says_so(tiny_config, tmp_pa
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert summary["stopped_early"] == lines[-1]["iteration"] < 6
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == summary["stopped_early"]
+
+
+def test_a_resume_that_fails_leaves_config_yaml_as_the_checkpoints_run_had_it(tiny_config, tmp_path):
+    from fewshot_acdc.runs.directory import resume_config
+    run = tmp_path / "run"
+    train(tiny_config, run, progress=False)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(TrainingStopped):  # the change explodes before the resumed run commits anything
+        train(tiny_config.replace(iterations=9, inner_lr=1e30), run, resume=True, progress=False)
+    assert (run / "config.yaml").read_text() == before
+    # so a bare --resume continues the checkpoint's run instead of failing the same way again
+    summary = train(resume_config(run, {"iterations": 9}), run, resume=True, progress=False)
+    assert summary["config_changes"] == [{"key": "iterations", "from": 6, "to": 9, "from_iteration": 7}]
+    assert resume_config(run).iterations == 9  # recorded once the resumed run committed a checkpoint
+
+
+def test_a_corrupt_config_yaml_falls_back_to_the_config_in_last_pt(tiny_config, tmp_path):
+    from fewshot_acdc.config import ConfigError
+    from fewshot_acdc.runs.directory import resume_config
+    run = tmp_path / "run"
+    train(tiny_config.replace(iterations=3), run, progress=False)
+    (run / "config.yaml").write_bytes(b"\x00\xff: [unclosed\n")
+    notes = []
+    config = resume_config(run, {"iterations": 6}, notify=notes.append)
+    assert config == tiny_config.replace(iterations=6)
+    assert len(notes) == 1 and "using the config recorded in" in notes[0] and "last.pt" in notes[0]
+    train(config, run, resume=True, progress=False)
+    assert resume_config(run) == tiny_config.replace(iterations=6)  # config.yaml written again
+    (run / "config.yaml").write_text("iterations: [\n")
+    (run / "checkpoints" / "last.pt").unlink()
+    with pytest.raises(ConfigError, match="holds no readable config to fall back on. Repair config.yaml"):
+        resume_config(run)
