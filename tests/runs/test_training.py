@@ -70,6 +70,28 @@ def test_resume_after_an_interruption_reaches_the_uninterrupted_parameters(tiny_
     assert lines == [1, 2, 3, 4, 5, 6]  # the interval after the checkpoint is logged once
 
 
+def test_recomputed_inner_steps_may_be_turned_on_by_a_resume_and_continue_the_same_run(tiny_config, tmp_path):
+    """The option changes memory and time, not the meta-gradient (tests/meta/test_recompute.py), so
+    a resume may turn it on (e.g. after running out of GPU memory) and the run goes on, bit for bit."""
+    straight = tmp_path / "straight"
+    train(tiny_config, straight, progress=False)
+    run = tmp_path / "run"
+
+    def stop_at_four(iteration):
+        if iteration == 4:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        train(tiny_config, run, progress=False, on_step=stop_at_four)
+    summary = train(tiny_config.replace(recompute_inner_steps=True), run, resume=True, progress=False)
+    assert summary["config_changes"] == [{"key": "recompute_inner_steps", "from": False, "to": True,
+                                          "from_iteration": 4}]
+    expected = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
+    resumed = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    for name, tensor in expected.items():
+        assert torch.equal(resumed[name], tensor), name  # the same ops in the same order
+
+
 def test_keyboard_interrupt_keeps_the_state_between_meta_steps(tiny_config, tmp_path):
     run = tmp_path / "run"
 
