@@ -60,7 +60,8 @@ class RandomState:
 
     def __init__(self, model: nn.Module, tensors: Sequence[torch.Tensor]) -> None:
         self.cpu = torch.get_rng_state()
-        self.device_ids, self.device_states = get_device_states(*tensors)
+        one_per_device = {tensor.device: tensor for tensor in tensors}.values()  # a state per device, not per tensor
+        self.device_ids, self.device_states = get_device_states(*one_per_device)
         self.device_type = next((tensor.device.type for tensor in tensors
                                  if tensor.device.type not in ("cpu", "meta")), None)
         self.module_generators: List[Tuple[torch.Generator, torch.Tensor]] = [
