@@ -5,12 +5,18 @@
         --image-sizes 84,224 --implementations engine --meta-batch 1     # the wide grid
     python benchmarks/maml_step.py --implementations engine --source-trees before=../before,after=.
                                                          # the same grid on two checkouts, side by side
+    python benchmarks/maml_step.py --backbones resnet18,resnet34 --convs acdc-net --scopes all \
+        --orders second,second-recompute,first --image-sizes 84,224 --inner-steps 5,10 --queries 1 \
+        --implementations engine --meta-batch 1 --rounds 1 --warmup 0 --memory-cap-mb 6144 \
+        --out benchmarks/results/maml_step_recompute.json      # second order in bounded memory
     python benchmarks/report.py                          # docs/performance.md from the saved JSON
 
-Grid: backbone x conv kind x inner-loop scope x first/second order x image size x
+Grid: backbone x conv kind x inner-loop scope x order x image size x inner steps x
 implementation, all on the same model (same seed) and the same random episodes (5-way 1-shot, 15
-queries per class, 5 inner steps, outer Adam; meta-batch 4 by default). Each configuration runs
-in a fresh subprocess so that its peak memory is its own:
+queries per class, 5 inner steps, outer Adam; meta-batch 4 by default). The orders are ``second``,
+``first`` and ``second-recompute`` (second order with ``MAML(recompute_inner_steps=True)``: each
+inner step recomputed in the backward pass; this engine only). Each configuration runs in a fresh
+subprocess so that its peak memory is its own:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` (bytes held by tensors at the peak);
 * CPU: ``ru_maxrss`` of a subprocess. ``baseline_rss_mb`` is the resident set just before the
@@ -33,6 +39,12 @@ time grows linearly with the meta-batch and memory does not: ratios from ``--met
 hold for 4. Ratios against the issue-7 targets (ACDC vs standard, atoms vs all, engine vs the
 references) are computed from the medians and saved with the rows in
 ``benchmarks/results/maml_step.json`` (``--out``).
+
+``--memory-cap-mb`` keeps every configuration's process within that much memory on a shared
+machine: the process's data segment is limited to it (``RLIMIT_DATA``: an allocation beyond fails
+and the configuration is recorded as over the cap), and a configuration whose peak, extrapolated
+from the same configuration with fewer inner steps in this round (memory in proportion to the
+steps), would pass the cap is not started at all, with that reason recorded.
 
 ``--source-trees LABEL=PATH,...`` adds one more axis: each configuration is timed once per
 checkout of this repository, its worker importing ``fewshot_acdc`` from that checkout (the
@@ -63,6 +75,8 @@ from benchmarks.common import configuration_grid, created_now, random_episode, r
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "maml_step.json")
 IMPLEMENTATIONS = ("engine", "learn2learn", "higher")
+ORDERS = ("second", "second-recompute", "first")
+ENGINE_ONLY_ORDERS = ("second-recompute",)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,17 +85,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--convs", default="standard,acdc-net",
                         help="conv kinds; 'acdc-net:kernel' forces the composed-kernel path in every ACDC layer")
     parser.add_argument("--scopes", default="all,atoms")
-    parser.add_argument("--orders", default="second,first")
+    parser.add_argument("--orders", default="second,first",
+                        help="comma-separated: second, first, second-recompute (engine only: inner steps "
+                             "recomputed in the backward pass)")
     parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     parser.add_argument("--image-sizes", default="84", help="comma-separated, e.g. 84,224")
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--meta-batch", type=int, default=4)
-    parser.add_argument("--inner-steps", type=int, default=5)
+    parser.add_argument("--inner-steps", default="5", help="comma-separated, e.g. 5,10")
     parser.add_argument("--inner-lr", type=float, default=0.01)
     parser.add_argument("--task-batching", default="sequential", help="engine only: sequential or vmap")
-    parser.add_argument("--repeats", type=int, default=1, help="timed meta-steps after one warm-up")
+    parser.add_argument("--repeats", type=int, default=1, help="timed meta-steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed meta-steps first (allocator, lazy imports; 0 for steps of many seconds)")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the grid (interleaved)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=1,
@@ -91,6 +109,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="live: peak of live tensors (a second subprocess per configuration, malloc returning "
                              "freed blocks at once); rss: peak RSS of the timing run under the default allocator")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
+    parser.add_argument("--memory-cap-mb", type=float, default=0.0,
+                        help="CPU: most memory a configuration's process may take (RLIMIT_DATA; configurations "
+                             "predicted to pass it are skipped); 0: no cap")
     parser.add_argument("--source-trees", default="",
                         help="LABEL=PATH,...: time every configuration on each checkout (e.g. before=../old,after=.); "
                              "ratios against the first")
@@ -109,7 +130,8 @@ def make_episodes(config: Dict, torch, device):
 def engine_step(config, model, episodes, optimizer):
     from fewshot_acdc.meta import MAML
     maml = MAML(model, scope=config["scope"], inner_lr=config["inner_lr"], inner_steps=config["inner_steps"],
-                first_order=config["order"] == "first", task_batching=config["task_batching"])
+                first_order=config["order"] == "first", task_batching=config["task_batching"],
+                recompute_inner_steps=config["order"] == "second-recompute")
     return lambda: maml.meta_train_step(episodes, optimizer)
 
 
@@ -167,7 +189,8 @@ def run_worker(config: Dict) -> Dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         baseline_allocated = torch.cuda.memory_allocated() / 2**20
-    step()  # warm-up (allocator, lazy imports, kernels)
+    for _ in range(config.get("warmup", 1)):  # warm-up (allocator, lazy imports, kernels)
+        step()
     synchronize()
     times = []
     # The timed steps are steady state: gradients and the optimizer's state (Adam: two tensors per
@@ -211,11 +234,26 @@ def run_configuration(config: Dict, timeout: float) -> Dict:
         return result
     memory = run_worker_process({**config, "measure": "memory"}, timeout, LIVE_MEMORY_ENVIRONMENT)
     if "error" in memory:
-        return {"error": f"memory run: {memory['error']}"}
+        return {"error": f"memory run: {memory['error']}", **({"skipped": True} if memory.get("skipped") else {})}
     result["rss_added_memory_mb"] = result["added_memory_mb"]
     for field in ("peak_memory_mb", "added_memory_mb", "baseline_rss_mb"):
         result[field] = memory[field]
     return result
+
+
+def memory_limit(cap_mb: float):
+    """A ``preexec_fn`` that limits the child's data segment (heap and private mappings: every
+    tensor's memory) to ``cap_mb``; ``None`` without a cap."""
+    if not cap_mb:
+        return None
+    limit = int(cap_mb * 2**20)
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    return apply
+
+
+OUT_OF_MEMORY = ("can't allocate memory", "MemoryError", "Cannot allocate memory")
 
 
 def run_worker_process(config: Dict, timeout: float, environment: Optional[Dict[str, str]] = None) -> Dict:
@@ -223,19 +261,38 @@ def run_worker_process(config: Dict, timeout: float, environment: Optional[Dict[
     environment = dict(environment or {})
     if config.get("source_path"):
         environment[SOURCE_TREE_VARIABLE] = config["source_path"]
+    cap = config.get("memory_cap_mb") if config.get("device") == "cpu" else None
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                                   env={**os.environ, **environment})
+                                   env={**os.environ, **environment}, preexec_fn=memory_limit(cap))
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
         tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+        if cap and any(marker in (completed.stderr or "") for marker in OUT_OF_MEMORY):
+            return {"error": f"over the memory cap of {cap:.0f} MB (an allocation failed under RLIMIT_DATA)",
+                    "skipped": True}
         return {"error": f"exit {completed.returncode}: {' | '.join(tail)}"}
     return json.loads(lines[-1])
 
 
-KEY_FIELDS = ("backbone", "conv", "scope", "order", "image_size")
+def predicted_peak_mb(config: Dict, measured: List[Dict]) -> Optional[Dict]:
+    """The peak memory ``config`` would reach, extrapolated from the measured row of the same
+    configuration with the most inner steps below its own (memory in proportion to the inner steps:
+    an upper bound for recomputed steps and first order, which keep less per step); ``None`` when
+    no such row was measured."""
+    same = [row for row in measured if "added_memory_mb" in row and row["inner_steps"] < config["inner_steps"]
+            and all(row.get(field) == config.get(field) for field in ROW_FIELDS if field != "inner_steps")]
+    if not same:
+        return None
+    base = max(same, key=lambda row: row["inner_steps"])
+    added = base["added_memory_mb"] * config["inner_steps"] / base["inner_steps"]
+    return {"peak_mb": base["baseline_rss_mb"] + added, "from_steps": base["inner_steps"],
+            "from_added_mb": base["added_memory_mb"]}
+
+
+KEY_FIELDS = ("backbone", "conv", "scope", "order", "image_size", "inner_steps")
 # A row is one configuration on one checkout (``source``: "" without --source-trees).
 ROW_FIELDS = KEY_FIELDS + ("implementation", "source")
 
@@ -253,11 +310,16 @@ TARGETS = (
      {"scope": "all", "implementation": "engine"}, 0.75, 0.7),
     ("engine vs learn2learn", {"implementation": "engine"}, {"implementation": "learn2learn"}, 1 / 1.3, None),
     ("engine vs higher", {"implementation": "engine"}, {"implementation": "higher"}, 1 / 1.3, None),
+    # Issue 34: second order with recomputed inner steps against the plain second order it equals.
+    ("recomputed vs second order", {"order": "second-recompute", "implementation": "engine"},
+     {"order": "second", "implementation": "engine"}, 1.5, 0.5),
+    ("first vs second order", {"order": "first", "implementation": "engine"},
+     {"order": "second", "implementation": "engine"}, None, None),
 )
 
 
 RESULT_FIELDS = ("seconds_per_step", "seconds_all", "peak_memory_mb", "added_memory_mb", "baseline_rss_mb",
-                 "rss_added_memory_mb", "parameters", "package", "error")
+                 "rss_added_memory_mb", "parameters", "package", "error", "skipped")
 
 
 def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
@@ -286,6 +348,8 @@ def aggregate(rounds: List[List[Dict]]) -> List[Dict]:
                 row["package"] = good[0]["package"]
         else:
             row["error"] = runs[-1].get("error", "failed")
+            if runs[-1].get("skipped"):
+                row["skipped"] = True
         rows.append(row)
     return rows
 
@@ -305,13 +369,16 @@ def compute_ratios(rows: List[Dict]) -> List[Dict]:
             for denominator in (row for row in timed if _matches(row, bottom)):
                 if any(numerator.get(field, "") != denominator.get(field, "") for field in free):
                     continue
-                entry = {"comparison": name, **{field: numerator[field] for field in KEY_FIELDS}}
+                entry = {"comparison": name,
+                         **{field: numerator[field] for field in KEY_FIELDS if field in numerator}}
                 if numerator.get("source"):
                     entry["source"] = numerator["source"]
                 if "scope" in top:
                     entry["scope"] = f"{top['scope']} / {bottom['scope']}"
                 if "conv" in top and "conv" in bottom:
                     entry["conv"] = f"{top['conv']} / {bottom['conv']}"
+                if "order" in top and "order" in bottom:
+                    entry["order"] = f"{top['order']} / {bottom['order']}"
                 entry["time_ratio"] = numerator["seconds_per_step"] / denominator["seconds_per_step"]
                 if numerator.get("added_memory_mb") and denominator.get("added_memory_mb"):
                     entry["memory_ratio"] = numerator["added_memory_mb"] / denominator["added_memory_mb"]
@@ -331,14 +398,14 @@ def compute_source_ratios(rows: List[Dict]) -> List[Dict]:
     timed = [row for row in rows if "seconds_per_step" in row and row.get("source")]
     first = {}
     for row in timed:
-        first.setdefault(tuple(row[field] for field in KEY_FIELDS + ("implementation",)), row)
+        first.setdefault(tuple(row.get(field) for field in KEY_FIELDS + ("implementation",)), row)
     ratios = []
     for row in timed:
-        base = first[tuple(row[field] for field in KEY_FIELDS + ("implementation",))]
+        base = first[tuple(row.get(field) for field in KEY_FIELDS + ("implementation",))]
         if row is base:
             continue
         entry = {"source": f"{row['source']} / {base['source']}",
-                 **{field: row[field] for field in KEY_FIELDS + ("implementation",)},
+                 **{field: row[field] for field in KEY_FIELDS + ("implementation",) if field in row},
                  "time_ratio": row["seconds_per_step"] / base["seconds_per_step"]}
         if row.get("added_memory_mb") and base.get("added_memory_mb"):
             entry["memory_ratio"] = row["added_memory_mb"] / base["added_memory_mb"]
@@ -366,15 +433,16 @@ def parse_source_trees(text: str) -> List[Dict[str, str]]:
 
 def format_table(rows: List[Dict], implementations: List[str], device: str) -> str:
     memory = "peak alloc MB" if device == "cuda" else "RSS added MB"
-    header = f"{'backbone':<9} {'px':>4} {'conv':<10} {'scope':<6} {'order':<6} |"
+    header = f"{'backbone':<9} {'px':>4} {'conv':<10} {'scope':<6} {'order':<6} {'steps':>3} |"
     for name in implementations:
         header += f" {name + ' s/step':>18} {memory:>13} |"
     lines = [header, "-" * len(header)]
     groups: Dict[tuple, Dict[str, Dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(field, "") for field in KEY_FIELDS + ("source",)), {})[row["implementation"]] = row
-    for (backbone, conv, scope, order, size, source), by_impl in groups.items():
-        line = f"{backbone:<9} {size:>4} {conv:<10} {scope:<6} {order:<6} |" + (f" {source:<8} |" if source else "")
+    for (backbone, conv, scope, order, size, steps, source), by_impl in groups.items():
+        line = (f"{backbone:<9} {size:>4} {conv:<10} {scope:<6} {order:<6} {steps:>3} |"
+                + (f" {source:<8} |" if source else ""))
         for name in implementations:
             row = by_impl.get(name, {})
             if "seconds_per_step" in row:
@@ -394,8 +462,8 @@ def format_ratios(ratios: List[Dict]) -> str:
                 verdicts.append(f"{kind} {'met' if entry[f'{kind}_met'] else 'MISSED'} (<= {entry[f'{kind}_limit']:.2f})")
         memory = f"{entry['memory_ratio']:.2f}x" if "memory_ratio" in entry else "-"
         lines.append(f"{entry['comparison']:<24} {entry['backbone']:<9} {entry['image_size']:>4}px "
-                     f"{entry['conv']:<21} {entry['scope']:<12} {entry['order']:<6} time {entry['time_ratio']:.2f}x "
-                     f"memory {memory}  {'; '.join(verdicts)}")
+                     f"{entry['conv']:<21} {entry['scope']:<12} {entry['order']:<6} {entry.get('inner_steps', '')} "
+                     f"steps time {entry['time_ratio']:.2f}x memory {memory}  {'; '.join(verdicts)}")
     return "\n".join(lines)
 
 
@@ -410,17 +478,23 @@ def main(argv=None) -> int:
     unknown = set(implementations) - set(IMPLEMENTATIONS)
     if unknown:
         raise SystemExit(f"unknown implementations {sorted(unknown)}; accepted: {', '.join(IMPLEMENTATIONS)}")
+    unknown = set(args.orders.split(",")) - set(ORDERS)
+    if unknown:
+        raise SystemExit(f"unknown orders {sorted(unknown)}; accepted: {', '.join(ORDERS)}")
     common = {"ways": args.ways, "shots": args.shots, "queries": args.queries,
-              "meta_batch": args.meta_batch, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr,
-              "task_batching": args.task_batching, "repeats": args.repeats, "device": device,
-              "threads": args.threads, "cpu_memory": args.cpu_memory}
+              "meta_batch": args.meta_batch, "inner_lr": args.inner_lr,
+              "task_batching": args.task_batching, "repeats": args.repeats, "warmup": args.warmup, "device": device,
+              "threads": args.threads, "cpu_memory": args.cpu_memory, "memory_cap_mb": args.memory_cap_mb}
     trees = parse_source_trees(args.source_trees)
     grid = []
-    for backbone, size, conv, scope, order, implementation in configuration_grid(
+    # Inner steps vary fastest: a configuration's peak is predicted from its fewer-step run (--memory-cap-mb).
+    for backbone, size, conv, scope, order, implementation, steps in configuration_grid(
             args.backbones, args.image_sizes, args.convs, args.scopes, args.orders, implementations,
-            conv_axis=2, scope_axis=3):
+            sorted(args.inner_steps.split(","), key=int), conv_axis=2, scope_axis=3):
+        if order in ENGINE_ONLY_ORDERS and implementation != "engine":
+            continue
         config = {"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": int(size),
-                  "implementation": implementation, **common}
+                  "inner_steps": int(steps), "implementation": implementation, **common}
         grid += [{**config, "source": tree["label"], "source_path": tree["path"]} for tree in trees] or [config]
     started = time.time()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -428,12 +502,19 @@ def main(argv=None) -> int:
     for round_index in range(args.rounds):
         round_rows = []
         for config in grid:
-            result = run_configuration(config, args.timeout)
+            prediction = predicted_peak_mb(config, round_rows) if device == "cpu" and args.memory_cap_mb else None
+            if prediction is not None and prediction["peak_mb"] > args.memory_cap_mb:
+                result = {"error": f"not run: predicted peak {prediction['peak_mb']:.0f} MB (the "
+                                   f"{prediction['from_steps']}-step run added {prediction['from_added_mb']:.0f} MB) "
+                                   f"is over the memory cap of {args.memory_cap_mb:.0f} MB", "skipped": True}
+            else:
+                result = run_configuration(config, args.timeout)
             round_rows.append({**config, **result})
             shown = (f"{result['seconds_per_step']:.2f} s/step, +{result.get('added_memory_mb', 0):.0f} MB"
                      if "seconds_per_step" in result else result["error"])
             print(f"[{time.time() - started:6.0f} s] round {round_index + 1}/{args.rounds} {config['backbone']} "
                   f"{config['image_size']}px {config['conv']} {config['scope']} {config['order']} "
+                  f"{config['inner_steps']} steps "
                   f"{config['implementation']}{' ' + config['source'] if config.get('source') else ''}: {shown}",
                   flush=True)
         rounds.append(round_rows)
@@ -449,7 +530,8 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "settings": {**common, "rounds": args.rounds},
+        "settings": {**common, "inner_steps": args.inner_steps if "," in args.inner_steps else int(args.inner_steps),
+                     "rounds": args.rounds},
         "total_seconds": time.time() - started,
         "rows": rows,
         "ratios": ratios,

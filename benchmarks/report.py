@@ -6,7 +6,8 @@ Sources: ``maml_step*.json`` from benchmarks/maml_step.py, ``maml_phases.json`` 
 benchmarks/maml_phases.py, ``saved_tensors.json`` from benchmarks/saved_tensors.py,
 ``precision.json`` from benchmarks/precision.py, ``evaluation.json`` and
 ``evaluation_processes.json`` (``--processes``) from benchmarks/evaluation.py,
-``maml_step_nn_split.json`` (``--source-trees``) from benchmarks/maml_step.py and
+``maml_step_nn_split.json`` (``--source-trees``) and ``maml_step_recompute.json`` (orders
+``second,second-recompute,first``) from benchmarks/maml_step.py and
 ``data_throughput.json`` from benchmarks/data_throughput.py.
 Every number in the page comes from one of them; the page names the command and machine of each.
 """
@@ -227,6 +228,64 @@ def source_trees_section(title: str, report: Dict) -> List[str]:
     return lines + [""]
 
 
+RECOMPUTE_ORDERS = (("second", "second order"), ("second-recompute", "recomputed"), ("first", "first order"))
+
+
+def recompute_section(report: Dict) -> List[str]:
+    """A maml_step.py run of plain second order, recomputed inner steps and first order side by
+    side: per backbone, image size and inner steps, each order's time and memory, and the
+    recomputed path's ratios to plain second order against issue 34's limits. Configurations that
+    were not run (predicted over the memory cap) or failed show why."""
+    settings = report["settings"]
+    memory = "peak MB" if report.get("device") == "cuda" else "MB added"
+    lines = ["## Second order in bounded memory: recomputed inner steps (issue 34)", "",
+             f"`{report.get('command')}` on {machine_line(report)}: 5-way {settings['shots']}-shot, "
+             f"{settings['queries']} queries per class, meta-batch {settings['meta_batch']}, "
+             f"{settings.get('threads') or 'default'} torch thread(s), {settings.get('warmup', 1)} warm-up and "
+             f"{settings['repeats']} timed meta-step(s) per configuration, each in its own process, "
+             f"{settings.get('rounds', 1)} round(s). Memory: what the meta-step added to the process "
+             f"({memory_measure(report)}); "
+             + (f"a process could take at most {settings['memory_cap_mb']:.0f} MB." if settings.get("memory_cap_mb")
+                else "no memory cap."), "",
+             "| backbone | px | conv | scope | inner steps | " + " | ".join(
+                 f"{name} s/step | {name} {memory}" for _, name in RECOMPUTE_ORDERS) + " |",
+             "|" + "---|" * (5 + 2 * len(RECOMPUTE_ORDERS))]
+    groups: Dict[tuple, Dict[str, Dict]] = {}
+    for row in report["rows"]:
+        key = (row["backbone"], row["image_size"], row["conv"], row["scope"], row["inner_steps"])
+        groups.setdefault(key, {})[row["order"]] = row
+    notes = []
+    for (backbone, size, conv, scope, steps), by_order in groups.items():
+        cells = []
+        for order, _ in RECOMPUTE_ORDERS:
+            row = by_order.get(order)
+            if row is None:
+                cells += ["", ""]
+            elif "seconds_per_step" in row:
+                cells += [f"{row['seconds_per_step']:.2f}", f"{row.get('added_memory_mb', float('nan')):.0f}"]
+            else:
+                notes.append(f"{backbone} {size} px {steps} steps, {order}: {row.get('error', '?')}")
+                cells += [f"not run [{len(notes)}]" if row.get("skipped") else f"failed [{len(notes)}]", ""]
+        lines.append(f"| {backbone} | {size} | {conv} | {scope} | {steps} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"[{index}] {note}" for index, note in enumerate(notes, start=1)] + ([""] if notes else [])
+    lines += ["Recomputed inner steps against plain second order (the same meta-gradient) and first order "
+              "against second order:", "",
+              "| comparison | backbone | px | inner steps | time ratio | memory ratio | target |",
+              "|---|---|---|---|---|---|---|"]
+    for entry in report.get("ratios", []):
+        if entry["comparison"] not in ("recomputed vs second order", "first vs second order"):
+            continue
+        targets = []
+        for kind in ("time", "memory"):
+            if f"{kind}_limit" in entry:
+                verdict = "met" if entry[f"{kind}_met"] else "**missed**"
+                targets.append(f"{kind} <= {entry[f'{kind}_limit']:.2f}: {verdict}")
+        ratio = f"{entry['memory_ratio']:.2f}" if "memory_ratio" in entry else ""
+        lines.append(f"| {entry['comparison']} | {entry['backbone']} | {entry['image_size']} | "
+                     f"{entry.get('inner_steps', '')} | {entry['time_ratio']:.2f} | {ratio} | {'; '.join(targets)} |")
+    return lines + [""]
+
+
 def split_evaluation_section(report: Dict) -> List[str]:
     """benchmarks/evaluation.py with --processes: sequential, batched and split evaluation side by side."""
     settings = report["settings"]
@@ -267,6 +326,9 @@ def main(argv=None) -> int:
         report = load(name)
         if report:
             parts.append("\n".join(step_section(title, report)))
+    recompute = load("maml_step_recompute.json")
+    if recompute:
+        parts.append("\n".join(recompute_section(recompute)))
     for name, section in (("maml_phases.json", phases_section), ("saved_tensors.json", saved_tensors_section),
                           ("precision.json", precision_section),
                           ("precision_roles.json", precision_section),

@@ -58,6 +58,9 @@ class TrainConfig:
     multi_step_anneal: Optional[int] = None  # MAML++ multi-step loss: the query loss after every inner step,
                                       # annealed to the last step over this many iterations (null: off)
     first_order: bool = False
+    recompute_inner_steps: bool = False  # second order in bounded memory: each inner step keeps no graph and is
+                                      # recomputed in the backward pass (the same meta-gradient, one more forward
+                                      # and backward of the support set per step; README, docs/performance.md)
     batchnorm: str = "transductive"   # transductive: batch statistics everywhere (reference MAML) | per-step:
                                       # MAML++ BN weights and running statistics per inner step, used at test time
     head_init: str = "per-class"      # per-class: MAML's learned row per class | shared: one learned row copied to
@@ -209,6 +212,13 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"threads must be >= 1 or null, got {config.threads}")
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise ConfigError(f"grad_clip must be > 0 or null, got {config.grad_clip}")
+    if config.recompute_inner_steps and config.task_batching == "vmap":
+        raise ConfigError("recompute_inner_steps runs each inner step as a custom autograd function, which "
+                          "task_batching vmap cannot batch; use task_batching sequential")
+    if config.recompute_inner_steps and config.batchnorm == "per-step":
+        raise ConfigError("recompute_inner_steps would update per-step BatchNorm's running statistics twice per "
+                          "inner step (the step and its recomputation); use batchnorm transductive or leave "
+                          "recompute_inner_steps off")
     if config.head_init == "shared" and not SCOPE_TABLE[config.adapt].adapts_head:
         raise ConfigError(f"head_init 'shared' starts every class from the same row, which only the inner loop "
                           f"can tell apart, but adapt {config.adapt!r} leaves the head fixed; use adapt "

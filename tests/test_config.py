@@ -49,6 +49,9 @@ def test_unknown_key_in_yaml_names_the_file_and_the_closest_key(tmp_path):
         ({"acdc": "net", "group_size": 32}, "group_size is only used with"),
         ({"acdc": "none", "adapt": "atoms"}, "adapts ACDC atoms, but conv is 'standard'"),
         ({"acdc": "nett"}, r"acdc: 'nett' is not one of none, net.*did you mean 'net'"),
+        ({"recompute_inner_steps": True, "task_batching": "vmap"}, "task_batching vmap cannot batch"),
+        ({"recompute_inner_steps": True, "batchnorm": "per-step"}, "running statistics twice"),
+        ({"recompute_inner_steps": 1}, "recompute_inner_steps must be bool"),
     ],
 )
 def test_bad_values_are_named(overrides, message):

@@ -43,7 +43,7 @@ FLAG_KEYS = (
     "backbone", "acdc", "conv", "atoms", "rank", "bessel_atoms", "base_width", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
     "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "head_init", "meta_lr",
     "meta_lr_schedule", "meta_lr_min", "meta_optimizer", "weight_decay", "momentum", "lr_scaling", "init",
-    "meta_batch", "first_order", "grad_clip",
+    "meta_batch", "first_order", "recompute_inner_steps", "grad_clip",
     "pretrain_optimizer", "pretrain_lr", "pretrain_weight_decay", "pretrain_schedule", "pretrain_epochs",
     "pretrain_batch", "pretrain_holdout",
     "task_batching", "iterations", "plateau_validations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
@@ -96,6 +96,10 @@ def build_parser(prog: str = "run_maml.py", description: str = "Meta-train a (AC
                            "the N-way head starts at zero")
     maml.add_argument("--meta-batch", type=int, help="tasks per meta-step")
     maml.add_argument("--first-order", action="store_const", const=True, help="first-order MAML")
+    maml.add_argument("--recompute-inner-steps", action="store_const", const=True,
+                      help="second order in bounded memory: recompute each inner step in the backward pass "
+                           "instead of keeping its graph (same meta-gradient; more time, far less memory at "
+                           "large images or many inner steps)")
     maml.add_argument("--grad-clip", type=float, help="clip the meta-gradient's global norm")
     maml.add_argument("--task-batching", choices=TASK_BATCHING)
     maml.add_argument("--iterations", type=int, help="meta-steps (with --plateau-validations: the most)")

@@ -12,7 +12,7 @@ Nothing here reads a tensor's value on the host: each step's support loss is ret
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch.func import functional_call
 from ..nn.norm import has_per_step_batchnorm, inner_step
 from ..nn.roles import HEAD_PREFIX, is_head_parameter
 from .batchnorm import DecomposedBatchNorm
+from .recompute import recomputed_inner_step
 from .step_sizes import StepSizes, step_size
 
 Params = Dict[str, torch.Tensor]
@@ -72,12 +73,16 @@ def trunk_is_frozen(model: nn.Module, adapted_names: Sequence[str]) -> bool:
     )
 
 
+def _computes_features_once(model: nn.Module, adapted_names: Sequence[str], steps: int) -> bool:
+    return steps >= 2 and trunk_is_frozen(model, adapted_names)
+
+
 def _support_loss_function(model: nn.Module, params: Params, adapted_names: Sequence[str],
                            images: torch.Tensor, labels: torch.Tensor, steps: int):
     """``adapted params -> support loss``; with a frozen trunk, the support features are computed
     once (with their graph, so the meta-gradient still reaches every trunk parameter) and each
     step only runs the head."""
-    if steps < 2 or not trunk_is_frozen(model, adapted_names):
+    if not _computes_features_once(model, adapted_names, steps):
         return lambda adapted: classification_loss(model, adapted, images, labels)
     trunk_params = {f"model.{name}": tensor for name, tensor in params.items() if not is_head_parameter(name)}
     features = functional_call(_Embedding(model), trunk_params, (images,))
@@ -120,6 +125,7 @@ def adapt_steps(
     track_meta_gradient: bool = True,
     keep_trajectory: bool = False,
     score_final_support: bool = False,
+    recompute: bool = False,
 ) -> InnerLoopResult:
     """``steps`` SGD steps on the support loss, updating only ``adapted_names``.
 
@@ -139,26 +145,37 @@ def adapt_steps(
         keep_trajectory: also return the parameters after every step.
         score_final_support: also compute the support loss after the last step (one forward
             without graph): whether the inner loop fits the support set at all.
+        recompute: second order in bounded memory (:mod:`fewshot_acdc.meta.recompute`): each
+            step keeps no graph and is run again, with its graph, in the backward pass; the same
+            meta-gradient. Only where there is a second-order graph to drop (``create_graph``
+            and ``track_meta_gradient``) and the support loss is a whole forward (not the
+            head-only steps on features computed once, whose graph is the head's alone).
+            Per-step BatchNorm is refused: recomputing would update its running statistics twice.
     """
     adapted = dict(params)
     losses, norms, trajectory = [], [], []
+    recompute = recompute and create_graph and track_meta_gradient
+    if recompute and has_per_step_batchnorm(model):
+        raise ValueError("recomputed inner steps would update per-step BatchNorm's running statistics twice "
+                         "(in the step and again in its recomputation); use the plain second-order path")
     with torch.enable_grad():  # a pure function: works even when called under no_grad
         for name in adapted_names:
             if not adapted[name].requires_grad:
                 # Nothing upstream to differentiate into (e.g. evaluation): a fresh leaf.
                 adapted[name] = adapted[name].detach().requires_grad_(True)
         support_loss = _support_loss_function(model, params, adapted_names, images, labels, steps)
+        # The head-only loss closes over features that carry a graph; a recomputed step passes on
+        # the meta-gradient of its explicit inputs only, so it would cut that graph.
+        recompute = recompute and not _computes_features_once(model, adapted_names, steps)
         for step in range(steps):
-            with inner_step(step):
-                loss = support_loss(adapted)
-            targets = [adapted[name] for name in adapted_names]
-            grads = torch.autograd.grad(loss, targets, create_graph=create_graph, allow_unused=True)
-            norms.append(torch.stack([torch.linalg.vector_norm(grad.detach()) if grad is not None
-                                      else loss.new_zeros(()) for grad in grads]))
-            for name, target, grad in zip(adapted_names, targets, grads):
-                if grad is None:  # the support loss does not depend on it: nothing to change
-                    continue
-                updated = target - step_size(inner_lr, name, step) * grad
+            run = _sgd_step(support_loss, adapted_names, step)
+            sizes = {name: step_size(inner_lr, name, step) for name in adapted_names}
+            if recompute:
+                changed, loss, step_norms = recomputed_inner_step(run, model, adapted, adapted_names, sizes)
+            else:
+                changed, loss, step_norms = run(adapted, sizes, create_graph)
+            norms.append(step_norms.detach())
+            for name, updated in changed.items():
                 adapted[name] = updated if track_meta_gradient else updated.detach().requires_grad_(True)
             losses.append(loss.detach())
             if keep_trajectory:
@@ -172,6 +189,24 @@ def adapt_steps(
     return InnerLoopResult(adapted, support_losses, gradient_norms, trajectory, final)
 
 
+def _sgd_step(support_loss: Callable[[Params], torch.Tensor], adapted_names: Sequence[str], step: int):
+    """Inner step ``step`` as a pure function ``(params, step sizes, create_graph) -> (updated
+    tensors by name, support loss, inner gradient norm per adapted tensor)``: what the plain path
+    runs once and a recomputed step (:func:`~fewshot_acdc.meta.recompute.recomputed_inner_step`)
+    runs again in the backward pass."""
+    def run(params: Params, sizes: Dict[str, object], create_graph: bool):
+        with inner_step(step):
+            loss = support_loss(params)
+        targets = [params[name] for name in adapted_names]
+        grads = torch.autograd.grad(loss, targets, create_graph=create_graph, allow_unused=True)
+        norms = torch.stack([torch.linalg.vector_norm(grad.detach()) if grad is not None else loss.new_zeros(())
+                             for grad in grads])
+        updated = {name: target - sizes[name] * grad for name, target, grad in zip(adapted_names, targets, grads)
+                   if grad is not None}  # no gradient: the support loss does not depend on it, nothing to change
+        return updated, loss, norms
+    return run
+
+
 def inner_loop(
     model: nn.Module,
     params: Params,
@@ -183,12 +218,13 @@ def inner_loop(
     steps: int,
     create_graph: bool,
     track_meta_gradient: bool = True,
+    recompute: bool = False,
 ) -> Tuple[Params, torch.Tensor]:
     """:func:`adapt_steps` returning ``(adapted_params, support_losses)``; ``support_losses[k]``
     is the loss computed before update ``k + 1`` (detached, on the images' device). No host
     synchronisation happens here."""
     result = adapt_steps(model, params, adapted_names, images, labels, inner_lr=inner_lr, steps=steps,
-                         create_graph=create_graph, track_meta_gradient=track_meta_gradient)
+                         create_graph=create_graph, track_meta_gradient=track_meta_gradient, recompute=recompute)
     return result.adapted, result.support_losses
 
 

@@ -30,6 +30,16 @@ Step sizes (:mod:`fewshot_acdc.meta.step_sizes`)
     :attr:`step_sizes`. ``multi_step_anneal`` turns on MAML++'s multi-step loss (the query loss
     after every inner step, weights annealed to the last step over that many iterations).
 
+Second order in bounded memory (``recompute_inner_steps=True``)
+    Each inner step keeps no graph in the forward pass and is run again, with its second-order
+    graph, when the meta-gradient reaches it in the backward pass (gradient checkpointing across
+    inner steps, :mod:`fewshot_acdc.meta.recompute`): one step's graph is alive at a time instead
+    of ``inner_steps`` of them, for one more forward and backward of the support set per step.
+    The meta-gradient is the plain path's (tests compare them in float64; atom-drop draws the same
+    masks in the recomputation). Second order with ``sequential`` task batching only: first order
+    keeps no inner graph, so the option changes nothing there; vmap and per-step BatchNorm are
+    refused. When to turn it on: README, docs/performance.md (measured there).
+
 Task batching
     ``sequential`` (default) adapts and back-propagates one task at a time, so only one task's
     graph is alive: memory does not grow with the meta-batch (what makes second-order ResNet34
@@ -178,13 +188,16 @@ class MAML:
         head_init: ``per-class`` (MAML: each class starts from its own learned head row) or
             ``shared`` (UNICORN-MAML, Ye & Chao 2022: every task starts every class from the mean
             of the head's rows, see :meth:`task_start`); ``shared`` needs a scope that adapts the head.
+        recompute_inner_steps: second order in bounded memory: recompute each inner step in the
+            backward pass instead of keeping its graph (module docstring); no effect in first order.
     """
 
     def __init__(self, model: nn.Module, scope: str = "all", inner_lr: Union[float, Mapping[str, float]] = 0.01,
                  inner_steps: int = DEFAULT_INNER_STEPS, inner_steps_eval: int = DEFAULT_INNER_STEPS_EVAL,
                  first_order: bool = False,
                  task_batching: str = "sequential", n_way: Optional[int] = None, learn_inner_lr: str = "none",
-                 multi_step_anneal: Optional[int] = None, head_init: str = "per-class") -> None:
+                 multi_step_anneal: Optional[int] = None, head_init: str = "per-class",
+                 recompute_inner_steps: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_scope(scope)
@@ -205,17 +218,26 @@ class MAML:
             raise ValueError(f"multi_step_anneal must be None or an integer >= 1, got {multi_step_anneal!r}")
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
+        if not isinstance(recompute_inner_steps, bool):
+            raise ValueError(f"recompute_inner_steps must be True or False, got {recompute_inner_steps!r}")
+        if recompute_inner_steps and task_batching == "vmap":
+            raise ValueError("recompute_inner_steps runs each inner step as a custom autograd function, which "
+                             "torch.func.vmap cannot batch; use task_batching='sequential'")
         check_no_running_stats(model)
         self.batchnorm = "per-step" if has_per_step_batchnorm(model) else "transductive"
         if self.batchnorm == "per-step" and task_batching == "vmap":
             raise ValueError("per-step BatchNorm updates its running statistics in place, which torch.func.vmap "
                              "cannot batch; use task_batching='sequential'")
+        if self.batchnorm == "per-step" and recompute_inner_steps:
+            raise ValueError("per-step BatchNorm updates its running statistics in every training forward, which "
+                             "recompute_inner_steps would run twice per inner step; use the plain second-order path")
         self.model = model
         self.scope = scope
         self.inner_steps = inner_steps
         self.inner_steps_eval = inner_steps_eval
         self.first_order = first_order
         self.task_batching = task_batching
+        self.recompute_inner_steps = recompute_inner_steps
         self.multi_step_anneal = multi_step_anneal
         self.n_way = n_way if n_way is not None else _infer_n_way(model)
         self.adapted_names: List[str] = adapted_parameter_names(model, scope)
@@ -248,6 +270,7 @@ class MAML:
         return (f"MAML({type(self.model).__name__}, scope={self.scope!r}, inner_lr={self.inner_lr}{learned}, "
                 f"inner_steps={self.inner_steps}, inner_steps_eval={self.inner_steps_eval}, "
                 f"first_order={self.first_order}, task_batching={self.task_batching!r}, "
+                f"{'recompute_inner_steps=True, ' if self.recompute_inner_steps else ''}"
                 f"adapted {self.adapted_parameter_count:,} parameters in {len(self.adapted_names)} tensors)")
 
     # ------------------------------------------------------------------ helpers
@@ -310,7 +333,7 @@ class MAML:
         labels = support_labels.to(device=reference.device, dtype=torch.int64, non_blocking=True)
         adapted, support_losses = inner_loop(self.model, self.task_start(params), self.adapted_names, images, labels,
                                              inner_lr=self.step_sizes.values(), steps=steps,
-                                             create_graph=create_graph)
+                                             create_graph=create_graph, recompute=self.recompute_inner_steps)
         if check_finite:
             losses = support_losses.cpu().tolist()  # the one synchronisation, after the loop
             self._raise_if_nonfinite([losses], [0.0], steps, during_meta_step=False, in_meta_batch=False)
@@ -448,6 +471,7 @@ class MAML:
                 # step sizes built per task: each task's backward frees the graph that makes them
                 inner_lr=self.step_sizes.values(), steps=self.inner_steps, create_graph=not self.first_order,
                 keep_trajectory=weights is not None, score_final_support=True,
+                recompute=self.recompute_inner_steps,
             )
             query_loss, accuracy = weighted_query_loss(self.model, result, episode.query_images,
                                                        episode.query_labels, weights)

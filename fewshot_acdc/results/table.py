@@ -384,7 +384,7 @@ VARIANT_SETTINGS = (
     "inner_lr", "learn_inner_lr", "inner_steps", "inner_steps_eval", "multi_step_anneal", "batchnorm",
     "meta_lr", "meta_lr_schedule", "meta_lr_min", "meta_batch", "grad_clip", "iterations", "queries",
     "image_size", "augment", "rotations", "omniglot_background", "atom_drop", "task_batching",
-    "meta_optimizer", "weight_decay", "lr_scaling", "plateau_validations", "init",
+    "meta_optimizer", "weight_decay", "lr_scaling", "plateau_validations", "init", "recompute_inner_steps",
 )
 
 

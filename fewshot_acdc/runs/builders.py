@@ -37,7 +37,8 @@ def build_maml(config: TrainConfig, model: nn.Module) -> MAML:
     return MAML(model, scope=config.adapt, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
                 inner_steps_eval=config.inner_steps_eval, first_order=config.first_order,
                 task_batching=config.task_batching, learn_inner_lr=config.learn_inner_lr,
-                multi_step_anneal=config.multi_step_anneal, head_init=config.head_init)
+                multi_step_anneal=config.multi_step_anneal, head_init=config.head_init,
+                recompute_inner_steps=config.recompute_inner_steps)
 
 
 def build_optimizer(config: TrainConfig, maml: MAML) -> torch.optim.Optimizer:

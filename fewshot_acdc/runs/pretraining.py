@@ -71,17 +71,38 @@ def epoch_batches(train_indices: np.ndarray, batch: int, seed: int, epoch: int) 
     return [b for b in batches if len(b) >= 2]
 
 
-def nearest_centroid_accuracy(model: torch.nn.Module, episode) -> torch.Tensor:
+def pretraining_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, images: torch.Tensor,
+                     labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One supervised step on a batch: cross-entropy over every training class, backward, optimiser
+    and schedule step. Returns ``(loss, correct)``, both detached on the model's device: nothing is
+    read on the host (an epoch sums them there and reads the sums once, at its end;
+    tests/runs/test_pretraining.py runs this step on the ``meta`` device to hold it to that)."""
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach(), (logits.detach().argmax(1) == labels).sum()
+
+
+def nearest_centroid_accuracy(model: torch.nn.Module, episode, ways: Optional[int] = None) -> torch.Tensor:
     """Accuracy of a nearest-centroid classifier (Euclidean, on ``model.embed``'s features) on one
     episode, as a 0-dim tensor. Support and query pass through the network together, as MAML's
-    batch-statistics BatchNorm sees them."""
+    batch-statistics BatchNorm sees them. ``ways`` (labels ``0..ways-1``): give it for labels on an
+    accelerator, where reading it off the labels would be a host synchronisation per episode."""
     images = torch.cat([episode.support_images, episode.query_images])
     features = model.embed(images)
     support, query = features[:len(episode.support_labels)], features[len(episode.support_labels):]
-    ways = int(episode.support_labels.max()) + 1
+    if ways is None:
+        ways = int(episode.support_labels.max()) + 1
     centroids = torch.zeros(ways, support.shape[1], dtype=support.dtype, device=support.device)
     centroids.index_add_(0, episode.support_labels, support)
-    centroids = centroids / torch.bincount(episode.support_labels, minlength=ways).unsqueeze(1).to(support.dtype)
+    # Counted by index_add_, not bincount, whose output size depends on the labels' values.
+    labels = episode.support_labels
+    counts = support.new_zeros(ways).index_add_(0, labels, support.new_ones(len(labels)))
+    centroids = centroids / counts.unsqueeze(1)
     predictions = torch.cdist(query, centroids).argmin(1)
     return (predictions == episode.query_labels).double().mean()
 
@@ -193,15 +214,9 @@ def _pretrain(config: TrainConfig, run: RunDirectory, *, resume: bool, progress:
                 generator = torch.Generator().manual_seed(int(augment.integers(2**62)))
                 images = train_split.load_images(batch, augment=config.augment, generator=generator).to(device)
                 labels = torch.as_tensor(train_split.labels[batch], device=device)
-                logits = model(images)
-                loss = F.cross_entropy(logits, labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                loss_sum += loss.detach().double() * len(batch)
-                correct += (logits.detach().argmax(1) == labels).double().sum()
+                loss, hits = pretraining_step(model, optimizer, scheduler, images, labels)
+                loss_sum += loss.double() * len(batch)
+                correct += hits.double()
                 seen += len(batch)
                 if bar is not None:
                     bar.update(1)
@@ -214,7 +229,7 @@ def _pretrain(config: TrainConfig, run: RunDirectory, *, resume: bool, progress:
             seconds = time.perf_counter() - started
             model.eval()  # no atom-drop while measuring
             heldout, heldout_ci95 = _heldout_accuracy(model, train_split, heldout_indices, device)
-            val_accuracies = _few_shot_accuracies(model, validation, device)
+            val_accuracies = _few_shot_accuracies(model, validation, device, config.ways)
             val, val_ci95, _ = mean_ci95(val_accuracies)
             if val > best_val:
                 best_val, best_epoch = val, epoch
@@ -277,8 +292,9 @@ def _heldout_accuracy(model, dataset, indices: np.ndarray, device: torch.device,
 
 
 @torch.no_grad()
-def _few_shot_accuracies(model, episodes, device: torch.device) -> list:
-    return torch.stack([nearest_centroid_accuracy(model, episode.to(device)) for episode in episodes]).cpu().tolist()
+def _few_shot_accuracies(model, episodes, device: torch.device, ways: int) -> list:
+    return torch.stack([nearest_centroid_accuracy(model, episode.to(device), ways)
+                        for episode in episodes]).cpu().tolist()  # one host read for all episodes
 
 
 def load_pretrained_backbone(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, object], Path]:

@@ -18,8 +18,8 @@ from ..config import ConfigError, TrainConfig, canonical_values
 
 # Keys a resume may change (new keys are refused until they are listed here on purpose).
 RESUMABLE = ("iterations", "meta_lr", "inner_lr", "grad_clip", "inner_steps", "inner_steps_eval", "first_order",
-             "task_batching", "log_every", "val_every", "test_episodes", "eval_batch", "device", "threads",
-             "num_workers", "data_root", "episode_dir", "tensorboard", "plateau_validations")
+             "task_batching", "recompute_inner_steps", "log_every", "val_every", "test_episodes", "eval_batch",
+             "device", "threads", "num_workers", "data_root", "episode_dir", "tensorboard", "plateau_validations")
 
 
 def _refusal(key: str, saved: Mapping[str, Any], config: TrainConfig, iteration: int) -> Optional[str]:

@@ -5,6 +5,8 @@ the docs report are derived correctly from the measured rows.
 """
 import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,10 @@ maml_step = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(maml_step)
 
 
-def row(conv, scope, implementation, seconds, memory, order="second", backbone="resnet18", size=84):
+def row(conv, scope, implementation, seconds, memory, order="second", backbone="resnet18", size=84, **fields):
     return {"backbone": backbone, "conv": conv, "scope": scope, "order": order, "image_size": size,
             "implementation": implementation, "seconds_per_step": seconds, "added_memory_mb": memory,
-            "peak_memory_mb": memory + 500, "baseline_rss_mb": 500.0, "parameters": 1}
+            "peak_memory_mb": memory + 500, "baseline_rss_mb": 500.0, "parameters": 1, **fields}
 
 
 def test_rounds_are_aggregated_by_median_and_failures_are_kept_as_errors():
@@ -142,3 +144,47 @@ def test_a_worker_times_the_package_of_its_source_tree(tmp_path):
     assert result["package"] == str(tmp_path) and result["seconds_per_step"] > 0
     config.pop("source_path")
     assert maml_step.run_worker_process(config, timeout=120)["package"] == str(root)
+
+
+def test_recomputed_steps_are_compared_with_plain_second_order_at_the_same_image_size_and_steps():
+    rows = [row("acdc-net", "all", "engine", seconds, memory, order=order, size=224, inner_steps=steps)
+            for steps, order, seconds, memory in ((5, "second", 20.0, 3000.0), (5, "second-recompute", 28.0, 1200.0),
+                                                  (5, "first", 8.0, 900.0), (10, "second", 40.0, 6000.0),
+                                                  (10, "second-recompute", 70.0, 1500.0))]
+    ratios = {(r["comparison"], r["inner_steps"]): r for r in maml_step.compute_ratios(rows)}
+    five = ratios[("recomputed vs second order", 5)]
+    assert five["order"] == "second-recompute / second" and five["image_size"] == 224
+    assert five["time_ratio"] == pytest.approx(1.4) and five["time_met"]        # limit 1.5
+    assert five["memory_ratio"] == pytest.approx(0.4) and five["memory_met"]    # limit 0.5
+    ten = ratios[("recomputed vs second order", 10)]
+    assert ten["time_ratio"] == pytest.approx(1.75) and not ten["time_met"]     # never paired across steps
+    assert ratios[("first vs second order", 5)]["memory_ratio"] == pytest.approx(0.3)
+    assert ("first vs second order", 10) not in ratios
+
+
+def test_a_configuration_is_predicted_from_its_run_with_fewer_inner_steps():
+    measured = [row("acdc-net", "all", "engine", 20.0, 2600.0, size=224, inner_steps=5, source=""),
+                row("acdc-net", "all", "engine", 9.0, 800.0, size=84, inner_steps=5, source="")]
+    config = {**row("acdc-net", "all", "engine", 0, 0, size=224, inner_steps=10, source="")}
+    prediction = maml_step.predicted_peak_mb(config, measured)
+    assert prediction == {"peak_mb": 500.0 + 5200.0, "from_steps": 5, "from_added_mb": 2600.0}
+    assert maml_step.predicted_peak_mb({**config, "order": "first"}, measured) is None
+    assert maml_step.predicted_peak_mb({**config, "inner_steps": 5}, measured) is None
+
+
+def test_the_memory_cap_limits_a_workers_data_segment():
+    shown = subprocess.run([sys.executable, "-c", "import resource; print(resource.getrlimit(resource.RLIMIT_DATA))"],
+                           capture_output=True, text=True, preexec_fn=maml_step.memory_limit(100), check=True)
+    assert shown.stdout.strip() == f"({100 * 2**20}, {100 * 2**20})"
+    assert maml_step.memory_limit(0) is None
+
+
+def test_a_worker_stopped_by_the_cap_is_recorded_as_over_it(monkeypatch):
+    def out_of_memory(command, **options):
+        assert options["preexec_fn"] is not None
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr="RuntimeError: [enforce fail at "
+                                           "alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(maml_step.subprocess, "run", out_of_memory)
+    result = maml_step.run_worker_process({"device": "cpu", "memory_cap_mb": 6144}, timeout=10)
+    assert result == {"error": "over the memory cap of 6144 MB (an allocation failed under RLIMIT_DATA)",
+                      "skipped": True}

@@ -57,6 +57,31 @@ def test_source_trees_section_lists_each_checkout_and_its_ratio_to_the_first():
     assert "| after / before | resnet18 | 84 | acdc-net | all | second | 0.900 | 1.025 |" in text
 
 
+def test_recompute_section_puts_the_three_orders_side_by_side_and_names_what_was_not_run():
+    def row(order, steps, seconds=None, memory=None, **extra):
+        measured = {"seconds_per_step": seconds, "added_memory_mb": memory} if seconds is not None else {}
+        return {"backbone": "resnet34", "image_size": 224, "conv": "acdc-net", "scope": "all", "order": order,
+                "inner_steps": steps, "implementation": "engine", **measured, **extra}
+    settings = {"shots": 1, "queries": 1, "meta_batch": 1, "threads": 1, "warmup": 0, "repeats": 1, "rounds": 1,
+                "memory_cap_mb": 6144, "cpu_memory": "live"}
+    rows = [row("second", 5, 26.4, 2407), row("second-recompute", 5, 29.1, 665), row("first", 5, 7.7, 254),
+            row("second", 10, error="not run: predicted peak 6300 MB ...", skipped=True),
+            row("second-recompute", 10, 60.0, 800), row("first", 10, 15.0, 260)]
+    ratios = [{"comparison": "recomputed vs second order", "backbone": "resnet34", "image_size": 224,
+               "inner_steps": 5, "time_ratio": 1.10, "memory_ratio": 0.28, "time_limit": 1.5, "time_met": True,
+               "memory_limit": 0.5, "memory_met": True},
+              {"comparison": "acdc-net vs standard", "backbone": "resnet34", "image_size": 224, "inner_steps": 5,
+               "time_ratio": 1.0}]
+    text = "\n".join(report.recompute_section({"command": "python benchmarks/maml_step.py ...", "settings": settings,
+                                               "rows": rows, "ratios": ratios}))
+    assert "| resnet34 | 224 | acdc-net | all | 5 | 26.40 | 2407 | 29.10 | 665 | 7.70 | 254 |" in text
+    assert "| resnet34 | 224 | acdc-net | all | 10 | not run [1] |  | 60.00 | 800 | 15.00 | 260 |" in text
+    assert "[1] resnet34 224 px 10 steps, second: not run: predicted peak 6300 MB ..." in text
+    assert ("| recomputed vs second order | resnet34 | 224 | 5 | 1.10 | 0.28 | time <= 1.50: met; "
+            "memory <= 0.50: met |") in text
+    assert "acdc-net vs standard" not in text and "at most 6144 MB" in text
+
+
 def test_split_evaluation_section_puts_the_three_ways_side_by_side():
     saved = {"command": "python benchmarks/evaluation.py --processes 2", "threads": 1,
              "settings": {"queries": 15, "inner_steps_eval": 5, "image_size": 84, "episodes": 8},

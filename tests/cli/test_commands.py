@@ -90,6 +90,19 @@ def test_evaluate_help_gives_the_episodes_default_that_is_used():
     assert "600" not in episodes.help
 
 
+def test_recompute_inner_steps_flag_reaches_the_config_and_maml():
+    from fewshot_acdc.config import load_config
+    from fewshot_acdc.models import create_backbone
+    from fewshot_acdc.runs.builders import build_maml
+    args = train_cli.build_parser().parse_args(["--recompute-inner-steps"])
+    overrides = {key: getattr(args, key) for key in train_cli.FLAG_KEYS if getattr(args, key) is not None}
+    assert overrides == {"recompute_inner_steps": True}
+    config = load_config(None, {**overrides, "backbone": "conv4", "image_size": 20})
+    model = create_backbone("conv4", "acdc-net", image_size=20, track_running_stats=False)
+    assert build_maml(config, model).recompute_inner_steps is True
+    assert train_cli.build_parser().parse_args([]).recompute_inner_steps is None  # absent: the config decides
+
+
 def test_eval_batch_flags_reach_the_config_and_the_evaluation(monkeypatch):
     from fewshot_acdc.runs import evaluation
     assert train_cli.build_parser().parse_args(["--eval-batch", "4"]).eval_batch == 4

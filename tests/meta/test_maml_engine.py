@@ -399,8 +399,12 @@ def test_meta_train_step_reads_the_host_once(monkeypatch, task_batching):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_no_device_synchronisation_on_cuda():
-    model = build_model("resnet10", "acdc-net", dtype=torch.float32).cuda()
+@pytest.mark.parametrize("recompute", [False, True], ids=["plain", "recomputed"])
+def test_no_device_synchronisation_on_cuda(recompute):
+    """The inner loop and the backward through it (where recomputed steps run again, with the
+    generators' states replayed) make no host synchronisation (benchmarks/gpu_check.sh runs this;
+    tests/meta/test_maml_device.py checks the same on the meta device on every CPU run)."""
+    model = build_model("resnet10", "acdc-net", dtype=torch.float32, atom_drop=0.2).cuda()
     maml = MAML(model, scope="atoms", inner_lr=0.05, inner_steps=3)
     episodes = [random_episode(s, dtype=torch.float32) for s in (1, 2)]
     maml.meta_train_step(episodes, torch.optim.Adam(model.parameters()))  # warm up
@@ -409,7 +413,8 @@ def test_no_device_synchronisation_on_cuda():
                         ("support_images", "support_labels", "query_images", "query_labels")))
     torch.cuda.set_sync_debug_mode("error")
     try:
-        inner_loop(model, maml.parameters(), names, episode.support_images, episode.support_labels,
-                   inner_lr=0.05, steps=3, create_graph=True)
+        adapted, _ = inner_loop(model, maml.parameters(), names, episode.support_images, episode.support_labels,
+                                inner_lr=0.05, steps=3, create_graph=True, recompute=recompute)
+        classification_loss(model, adapted, episode.query_images, episode.query_labels).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -13,9 +13,11 @@ from fewshot_acdc.models import create_backbone
 from fewshot_acdc.runs import pretraining
 from fewshot_acdc.runs.checkpoint import CheckpointError, load_checkpoint
 from fewshot_acdc.runs.evaluation import evaluate_run
+from fewshot_acdc.runs.builders import make_optimizer
 from fewshot_acdc.runs.pretraining import (epoch_batches, holdout_split, initialise_from_pretrained,
-                                          nearest_centroid_accuracy, pretrain, score_pretrained)
+                                          nearest_centroid_accuracy, pretrain, pretraining_step, score_pretrained)
 from fewshot_acdc.runs.training import TrainingStopped, train
+from ..device_testing import HostTraffic
 
 
 class Interrupt(Exception):
@@ -76,6 +78,42 @@ def test_nearest_centroid_matches_an_independent_computation():
     expected = (distances.argmin(1) == np.array([0, 1, 2] * 3)).mean()
     with torch.no_grad():
         assert float(nearest_centroid_accuracy(model, episode)) == pytest.approx(expected)
+
+
+def test_nearest_centroid_with_the_ways_given_is_the_same():
+    torch.manual_seed(0)
+    model = create_backbone("conv4", conv="standard", num_classes=3, image_size=20, track_running_stats=False)
+    episode = Episode(torch.randn(6, 3, 20, 20), torch.tensor([0, 0, 1, 1, 2, 2]),
+                      torch.randn(9, 3, 20, 20), torch.tensor([0, 1, 2] * 3))
+    with torch.no_grad():
+        assert torch.equal(nearest_centroid_accuracy(model, episode, 3), nearest_centroid_accuracy(model, episode))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("backbone, conv", [("conv4", "standard"), ("resnet10", "acdc-net")])
+def test_a_pretraining_step_and_its_validation_run_on_a_device_without_reading_the_host(backbone, conv, optimizer):
+    """Parameters, batch and optimiser state on torch's ``meta`` device (tests/device_testing.py):
+    a tensor made on the host would fail, and nothing is read back, so an epoch's only host reads
+    are its sums at the end (and the few-shot validation's one read of all its accuracies)."""
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = create_backbone(backbone, conv, num_classes=12, image_size=20, track_running_stats=False,
+                                **({"atom_drop": 0.1} if conv != "standard" else {}))
+    sgd = make_optimizer(optimizer, dict(model.named_parameters()), 0.05, 5e-4, 0.9, {})
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=10)
+    images, labels = torch.randn(8, 3, 20, 20, device="meta"), torch.zeros(8, dtype=torch.int64, device="meta")
+    episode = Episode(torch.randn(5, 3, 20, 20, device="meta"), torch.arange(5, device="meta"),
+                      torch.randn(10, 3, 20, 20, device="meta"), torch.arange(5, device="meta").repeat(2))
+    with HostTraffic() as traffic:
+        for _ in range(2):  # the second with the optimiser's state in place
+            loss, correct = pretraining_step(model, sgd, schedule, images, labels)
+        model.eval()
+        with torch.no_grad():
+            accuracy = nearest_centroid_accuracy(model, episode, ways=5)
+    assert traffic.transfers == []
+    assert loss.device.type == correct.device.type == accuracy.device.type == "meta"
+    assert all(p.grad.device.type == "meta" for p in model.parameters())
+    assert all(value.device.type in ("meta", "cpu") for state in sgd.state.values() for value in state.values())
 
 
 def test_pretraining_writes_a_run_directory_and_learns(small_builtin, pretrain_config, tmp_path):

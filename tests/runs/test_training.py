@@ -7,7 +7,8 @@ import torch
 from fewshot_acdc.runs.checkpoint import CheckpointError, load_checkpoint
 from fewshot_acdc.runs.evaluation import evaluate_run
 from fewshot_acdc.runs.record import mean_ci95
-from fewshot_acdc.runs.training import TrainingStopped, train
+from fewshot_acdc.runs.training import TrainingStopped, outer_step, train
+from ..device_testing import HostTraffic
 
 
 class Interrupt(Exception):
@@ -68,6 +69,57 @@ def test_resume_after_an_interruption_reaches_the_uninterrupted_parameters(tiny_
         assert torch.equal(tensor, resumed["model"][name]), name
     lines = [json.loads(line)["iteration"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert lines == [1, 2, 3, 4, 5, 6]  # the interval after the checkpoint is logged once
+
+
+def test_recomputed_inner_steps_may_be_turned_on_by_a_resume_and_continue_the_same_run(tiny_config, tmp_path):
+    """The option changes memory and time, not the meta-gradient (tests/meta/test_recompute.py), so
+    a resume may turn it on (e.g. after running out of GPU memory) and the run goes on, bit for bit."""
+    straight = tmp_path / "straight"
+    train(tiny_config, straight, progress=False)
+    run = tmp_path / "run"
+
+    def stop_at_four(iteration):
+        if iteration == 4:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        train(tiny_config, run, progress=False, on_step=stop_at_four)
+    summary = train(tiny_config.replace(recompute_inner_steps=True), run, resume=True, progress=False)
+    assert summary["config_changes"] == [{"key": "recompute_inner_steps", "from": False, "to": True,
+                                          "from_iteration": 4}]
+    expected = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
+    resumed = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    for name, tensor in expected.items():
+        assert torch.equal(resumed[name], tensor), name  # the same ops in the same order
+
+
+@pytest.mark.parametrize("recompute", [False, True], ids=["plain", "recomputed"])
+def test_the_trainers_meta_step_runs_on_a_device_reading_the_host_once_after_the_backward(tiny_config, recompute):
+    """outer_step (meta-gradient, clipping, Adam, cosine schedule) with the model and the
+    episodes on torch's ``meta`` device (tests/device_testing.py): besides the label check of
+    episodes already on the device, the one read is the meta-step's statistics, after the
+    backward; nothing else on the way reads or writes the host."""
+    from fewshot_acdc.meta import Episode
+    from fewshot_acdc.runs.builders import build_maml, build_model, build_optimizer, build_scheduler
+    config = tiny_config.replace(meta_lr_schedule="cosine", grad_clip=1.0, inner_steps=2,
+                                 recompute_inner_steps=recompute)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = build_model(config, in_channels=3)
+    maml = build_maml(config, model)
+    optimizer = build_optimizer(config, maml)
+    scheduler = build_scheduler(config, optimizer)
+    labels = torch.arange(config.ways, device="meta")
+    episodes = [Episode(torch.randn(3, 3, 20, 20, device="meta"), labels, torch.randn(6, 3, 20, 20, device="meta"),
+                        labels.repeat(2)) for _ in range(config.meta_batch)]
+    with HostTraffic():
+        outer_step(maml, episodes, optimizer, scheduler, config.grad_clip, 1)
+    with HostTraffic() as traffic:
+        stats = outer_step(maml, episodes, optimizer, scheduler, config.grad_clip, 2)
+    assert traffic.reads == [("fewshot_acdc/meta/episodes.py", "check_label_ranges"),
+                             ("fewshot_acdc/meta/maml.py", "meta_gradient")]
+    assert traffic.writes == [] and isinstance(stats["meta_loss"], float)
+    assert all(p.device.type == "meta" and p.grad.device.type == "meta" for p in model.parameters())
 
 
 def test_keyboard_interrupt_keeps_the_state_between_meta_steps(tiny_config, tmp_path):

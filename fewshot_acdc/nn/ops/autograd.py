@@ -12,8 +12,12 @@ from ._torch_private import engine_will_execute, functorch_transforms_active
 def custom_autograd_applies(features: torch.Tensor) -> bool:
     """Whether this module's custom ``autograd.Function`` s may run: not under torch.func
     transforms (``vmap``, ``grad``; they have no batching rules) nor autocast (their backward
-    would mix autocast's dtypes). Otherwise the layers use the plain expressions they equal."""
-    return not (functorch_transforms_active() or torch.is_autocast_enabled(features.device.type))
+    would mix autocast's dtypes). Otherwise the layers use the plain expressions they equal.
+    A device type that has no autocast (the ``meta`` device the device tests run on) is not
+    under it: asking torch whether autocast is on there raises instead of answering."""
+    device_type = features.device.type
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return not (functorch_transforms_active() or autocast)
 
 
 def gradients_to_compute(ctx) -> Tuple[bool, ...]:
