@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.grid_flags import add_grid_flags, common_overrides  # noqa: E402
 from fewshot_acdc.runs.grid import Cell, cells_product, run_grid  # noqa: E402
 
 BACKBONES = ("conv4", "resnet10", "resnet18")
@@ -143,16 +144,11 @@ def main(argv=None) -> int:
                         help="kernel: the outer Adam trains ACDC coefficients at gamma x its rate (fewshot_acdc.nn."
                              "scaling; issue 30's fix); cells recorded under omniglot-grid-kernel/ (standard "
                              "convolutions are unaffected: their cells are the grid's)")
-    parser.add_argument("--data-root", help="folder holding omniglot/ (default: $FEWSHOT_DATA, else ./data)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
     parser.add_argument("--no-report", action="store_true", help="do not render the report afterwards")
-    parser.add_argument("--allow-dirty", action="store_true",
-                        help="record results although the package code has uncommitted changes (the records say so "
-                             "and keep a sha256 of the diff)")
+    add_grid_flags(parser)
     args = parser.parse_args(argv)
 
-    common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
+    common = common_overrides(args)
     if args.lr_scaling != "none":
         if "standard" in args.convs:
             parser.error("--lr-scaling changes nothing for standard convolutions; pass --convs acdc-net")

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.grid_flags import add_grid_flags, common_overrides  # noqa: E402
 from fewshot_acdc.runs.grid import Cell, run_grid  # noqa: E402
 
 CONFIG = ROOT / "configs" / "omniglot_pretrain.yaml"
@@ -67,12 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--cells", nargs="+", help="only these cells (names as --dry-run lists them)")
     parser.add_argument("--shard", default="0/1", help="K/N: this process takes cells K, K+N, K+2N, ...")
-    parser.add_argument("--data-root")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--allow-dirty", action="store_true",
-                        help="record results although the package code has uncommitted changes (the records say so "
-                             "and keep a sha256 of the diff)")
+    add_grid_flags(parser)
     args = parser.parse_args(argv)
     shard, shards = (int(part) for part in args.shard.split("/"))
     cells = pretrain_cells(args.backbones)
@@ -81,7 +77,7 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"unknown cells {', '.join(unknown)}; cells: {', '.join(c.name for c in cells)}")
         cells = [c for c in cells if c.name in args.cells]
-    common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
+    common = common_overrides(args)
     run_grid(cells[shard::shards], CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run,
              allow_dirty=args.allow_dirty)
     return 0

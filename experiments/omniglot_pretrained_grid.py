@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.grid_flags import add_grid_flags, common_overrides  # noqa: E402
 from fewshot_acdc.runs.grid import Cell, run_grid  # noqa: E402
 from experiments.omniglot_grid import ACDC_ATOM_LR, DEFAULT_LR  # noqa: E402
 
@@ -100,17 +101,12 @@ def main(argv=None) -> int:
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 5])
     parser.add_argument("--no-meta", action="store_true", help="the no-meta-training rows instead")
     parser.add_argument("--cells", nargs="+", help="only these cells")
-    parser.add_argument("--data-root")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--allow-dirty", action="store_true",
-                        help="record results although the package code has uncommitted changes (the records say so "
-                             "and keep a sha256 of the diff)")
+    add_grid_flags(parser)
     args = parser.parse_args(argv)
     chosen = cells(args.backbones, args.shots, args.no_meta, Path(args.pretrain_record), Path(args.pretrain_work))
     if args.cells:
         chosen = [c for c in chosen if c.name in args.cells]
-    common = {"device": args.device, **({"data_root": args.data_root} if args.data_root else {})}
+    common = common_overrides(args)
     run_grid(chosen, CONFIG, args.work, record_root=args.record, common=common, dry_run=args.dry_run,
              allow_dirty=args.allow_dirty)
     return 0

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Optional, Sequence
 
-from ..config import ConfigError, load_config
 from .common import USER_ERRORS, report_error
-from .train import FLAG_KEYS, build_parser, resumed_config
+from .train import build_parser, config_and_run_dir
 
 PROG = "pretrain.py"
 
@@ -30,21 +29,10 @@ def default_run_dir(config) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser(PROG, "Pretrain a (ACDC) backbone with a linear classifier over every training class.")
     args = parser.parse_args(argv)
-    overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
     from ..runs.pretraining import pretrain
-    try:
-        if args.resume:
-            config, run_dir = resumed_config(parser, args, overrides)
-        else:
-            config = load_config(args.config, overrides)
-            run_dir = Path(args.out) if args.out else default_run_dir(config)
-    except ConfigError as error:
-        parser.error(str(error))
+    config, run_dir = config_and_run_dir(parser, args, default_run_dir)
     if config.init is not None:
         parser.error("--init starts meta-training from a pretrained backbone (run_maml.py); pretrain.py starts from scratch")
-    if config.threads is not None:
-        import torch
-        torch.set_num_threads(config.threads)
     try:
         summary = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet,
                            allow_dirty=args.allow_dirty)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
                       load_config)
@@ -176,23 +176,32 @@ def default_run_dir(config) -> Path:
     return Path("runs") / f"{config.dataset}-{config.backbone}-{config.conv_name}-{config.adapt}-{config.ways}w{config.shots}s-seed{config.seed}"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def config_and_run_dir(parser: ArgumentParser, args, default_dir) -> Tuple[Any, Path]:
+    """The one config of a run_maml.py or pretrain.py invocation and its run directory: the saved
+    config with the flags on top for ``--resume``, else ``--config`` with the flags on top, in
+    ``--out`` or ``default_dir(config)``. A bad value ends the command with the parser's usage
+    error. Sets torch's threads (process-wide, hence here and not in the training loops)."""
     overrides: Dict[str, Any] = {key: getattr(args, key) for key in FLAG_KEYS if getattr(args, key) is not None}
-    from ..runs.training import train
-    from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
     try:
         if args.resume:
             config, run_dir = resumed_config(parser, args, overrides)
         else:
             config = load_config(args.config, overrides)
-            run_dir = Path(args.out) if args.out else default_run_dir(config)
+            run_dir = Path(args.out) if args.out else default_dir(config)
     except ConfigError as error:
         parser.error(str(error))
     if config.threads is not None:
         import torch
-        torch.set_num_threads(config.threads)  # process-wide, hence set here and not in train()
+        torch.set_num_threads(config.threads)
+    return config, run_dir
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..runs.training import train
+    from ..runs.evaluation import evaluate_omniglot_all_runs, evaluate_run
+    config, run_dir = config_and_run_dir(parser, args, default_run_dir)
     from ..runs import distributed
     prog = "run_maml.py"
     group = distributed.SINGLE_PROCESS
