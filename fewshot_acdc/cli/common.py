@@ -7,19 +7,58 @@ import os
 import pickle
 import sys
 import traceback
-from typing import List, NoReturn, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
+from ..config import TrainConfig, settings
 from ..utils import closest_name
-from ..vocabulary import CONV_KIND_TABLE, DEFAULT_CONV_SIZE, SIZE_KEYS, kinds_sized_by
+from ..vocabulary import SIZE_KEYS
+
+
+def add_setting_flag(parser, key: str, config_class: type = TrainConfig) -> None:
+    """The flag of config setting ``key``, as its field declares it (fewshot_acdc.config.setting):
+    ``--<key with dashes>``, destination ``key``, default None (absent: the config decides), the
+    type from the annotation (``Optional[X]``: X; bool: a flag that sets True) or the setting's own
+    ``parse``, and its choices, metavar and help."""
+    declared = settings(config_class)[key]
+    annotation = get_type_hints(config_class)[key]
+    if get_origin(annotation) is Union and type(None) in get_args(annotation):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    flag = "--" + key.replace("_", "-")
+    if annotation is bool:
+        parser.add_argument(flag, dest=key, action="store_const", const=True, help=declared.help)
+        return
+    if declared.parse is not None:
+        kind = declared.parse
+    elif annotation in (int, float):
+        kind = annotation
+    elif annotation is str:
+        kind = None
+    else:
+        raise TypeError(f"setting {key}: no flag type for {annotation}; give setting(..., parse=...) or flag=False")
+    options: Dict[str, Any] = {"dest": key, "help": declared.help}
+    if kind is not None:
+        options["type"] = kind
+    if declared.choices is not None:
+        options["choices"] = declared.choices
+    if declared.metavar is not None:
+        options["metavar"] = declared.metavar
+    parser.add_argument(flag, **options)
+
+
+def add_setting_flags(parser, group: str, config_class: type = TrainConfig) -> List[str]:
+    """The flags of every setting of ``group`` (fewshot_acdc.config.FLAG_GROUPS) that has one, in
+    field order; returns their keys."""
+    keys = [key for key, declared in settings(config_class).items() if declared.flag and declared.group == group]
+    for key in keys:
+        add_setting_flag(parser, key, config_class)
+    return keys
 
 
 def add_size_flags(parser) -> None:
     """``--atoms``, ``--rank``, ``--bessel-atoms``, ``--base-width``: each conv kind's size under its
     own name (fewshot_acdc.vocabulary.ConvKind.size_key), destinations = the config keys."""
     for key in SIZE_KEYS:
-        knob = next(k.size_knob for k in CONV_KIND_TABLE.values() if k.size_key == key)
-        parser.add_argument("--" + key.replace("_", "-"), dest=key, type=int, metavar="N",
-                            help=f"{kinds_sized_by(key)}: {knob.split(' and ')[0]} (default {DEFAULT_CONV_SIZE})")
+        add_setting_flag(parser, key)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -18,136 +18,40 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..config import (ACDC_KINDS, ADAPT_SCOPES, BACKBONES, CONV_KINDS, DATASETS, DEVICES, TASK_BATCHING, ConfigError,
-                      load_config)
-from ..vocabulary import (BATCHNORM_CHOICES, HEAD_INITS, LEARNED_STEP_SIZES, LR_SCALINGS, META_LR_SCHEDULES,
-                          OMNIGLOT_BACKGROUNDS, OPTIMIZERS, ROLES)
+from ..config import ACDC_KINDS, FLAGGED_KEYS, ConfigError, load_config
+from ..config import parse_inner_lr  # noqa: F401  (re-exported: evaluate.py, benchmarks and experiments use it)
 from ..vocabulary import DISTRIBUTED_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
-from .common import USER_ERRORS, ArgumentParser, add_allow_dirty_flag, add_debug_flag, add_size_flags, report_error
+from .common import USER_ERRORS, ArgumentParser, add_allow_dirty_flag, add_debug_flag, add_setting_flags, report_error
 
+# flag destination -> config key, for every flag that overrides a config value: each setting's own
+# flag (declared on its TrainConfig field: fewshot_acdc.config.setting) and the --acdc alias of conv.
+FLAG_KEYS = ("acdc",) + FLAGGED_KEYS
 
-def parse_inner_lr(text: str):
-    """``0.01`` -> 0.01; ``atoms=1e-4,head=0.1`` -> {"atoms": 1e-4, "head": 0.1} (roles checked by the config)."""
-    import argparse
-    try:
-        if "=" not in text:
-            return float(text)
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        return {role.strip(): float(value) for role, value in pairs}
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a number nor ROLE=LR pairs separated by commas (e.g. atoms=1e-4,head=0.1)") from None
-
-# flag destination -> config key, for every flag that overrides a config value
-FLAG_KEYS = (
-    "backbone", "acdc", "conv", "atoms", "rank", "bessel_atoms", "base_width", "group_size", "atom_drop", "adapt", "ways", "shots", "queries", "queries_eval",
-    "inner_steps", "inner_steps_eval", "inner_lr", "learn_inner_lr", "multi_step_anneal", "batchnorm", "head_init", "meta_lr",
-    "meta_lr_schedule", "meta_lr_min", "meta_optimizer", "weight_decay", "momentum", "lr_scaling", "init",
-    "meta_batch", "first_order", "recompute_inner_steps", "grad_clip",
-    "pretrain_optimizer", "pretrain_lr", "pretrain_weight_decay", "pretrain_schedule", "pretrain_epochs",
-    "pretrain_batch", "pretrain_holdout",
-    "task_batching", "iterations", "plateau_validations", "image_size", "augment", "dataset", "data_root", "omniglot_background",
-    "num_workers", "episode_dir",
-    "log_every", "val_every", "val_episodes", "test_episodes", "eval_batch", "device", "threads", "seed",
-    "tensorboard",
-)
+# The titles of the flag groups (fewshot_acdc.config.FLAG_GROUPS, in that order) in --help.
+GROUP_TITLES = {"model": "model", "MAML": "MAML", "pretraining": "supervised pretraining (pretrain.py)",
+                "episodes": "episodes and data", "run": "run"}
 
 
 def build_parser(prog: str = "run_maml.py", description: str = "Meta-train a (ACDC) backbone with MAML.") -> ArgumentParser:
-    """The flags of both entry points (run_maml.py, pretrain.py): one config, one set of flags."""
+    """The flags of both entry points (run_maml.py, pretrain.py): one config, one set of flags.
+
+    Each config setting's flag comes from its field's declaration (fewshot_acdc.config.setting);
+    only the flags that are not a setting (the --acdc alias, --config, --out, --resume...) are
+    written here."""
     parser = ArgumentParser(prog=prog, description=description)
-    model = parser.add_argument_group("model")
-    model.add_argument("--backbone", choices=BACKBONES)
-    model.add_argument("--acdc", choices=ACDC_KINDS, help="coefficient sharing scope; none = standard convolutions")
-    model.add_argument("--conv", choices=CONV_KINDS,
-                       help="conv kind (instead of --acdc): standard, acdc-*, basis (BasisConv), dcf (fixed "
-                            "Fourier-Bessel atoms), repeat-net/-block/-layer (learnable repetition)")
-    add_size_flags(model)
-    model.add_argument("--group-size", type=int, help="channels per group (s), for g-net/g-block/g-layer")
-    model.add_argument("--atom-drop", type=float, help="atom-drop probability p in [0, 1)")
-    maml = parser.add_argument_group("MAML")
-    maml.add_argument("--adapt", choices=ADAPT_SCOPES, help="parameters adapted in the inner loop")
-    maml.add_argument("--inner-steps", type=int)
-    maml.add_argument("--inner-steps-eval", type=int)
-    maml.add_argument("--inner-lr", type=parse_inner_lr, metavar="LR|ROLE=LR,...",
-                      help="inner-loop step size: one number for every parameter, or per role, e.g. "
-                           "atoms=1e-4,head=0.1,default=0.01 (roles: " + ", ".join(ROLES) + ")")
-    maml.add_argument("--learn-inner-lr", choices=LEARNED_STEP_SIZES,
-                      help="meta-learn the step sizes: lslr (per tensor and step, MAML++), meta-sgd (per element)")
-    maml.add_argument("--multi-step-anneal", type=int, metavar="ITERATIONS",
-                      help="MAML++ multi-step loss, annealed to the last inner step over ITERATIONS")
-    maml.add_argument("--batchnorm", choices=BATCHNORM_CHOICES,
-                      help="transductive (batch statistics everywhere) or per-step (MAML++: BN weights and running "
-                           "statistics per inner step, used at test time)")
-    maml.add_argument("--head-init", choices=HEAD_INITS,
-                      help="per-class (MAML's learned row per class) or shared (UNICORN-MAML: one learned row "
-                           "copied to every class when a task starts)")
-    maml.add_argument("--meta-lr", type=float)
-    maml.add_argument("--meta-lr-schedule", choices=META_LR_SCHEDULES)
-    maml.add_argument("--meta-lr-min", type=float, help="cosine schedule's final meta learning rate")
-    maml.add_argument("--meta-optimizer", choices=OPTIMIZERS, help="outer-loop optimiser (sgd: Nesterov momentum)")
-    maml.add_argument("--weight-decay", type=float, help="outer optimiser's weight decay (AdamW: decoupled)")
-    maml.add_argument("--momentum", type=float, help="SGD's Nesterov momentum (outer loop and pretraining)")
-    maml.add_argument("--lr-scaling", choices=LR_SCALINGS,
-                      help="kernel: under Adam/AdamW, ACDC coefficients learn at the rate of the kernel they "
-                           "compose (x gamma; fewshot_acdc.nn.scaling); SGD and the inner loop keep their rates")
-    maml.add_argument("--init", metavar="PRETRAIN_RUN",
-                      help="start from a pretraining run directory (its best.pt) or checkpoint (pretrain.py); "
-                           "the N-way head starts at zero")
-    maml.add_argument("--meta-batch", type=int, help="tasks per meta-step")
-    maml.add_argument("--first-order", action="store_const", const=True, help="first-order MAML")
-    maml.add_argument("--recompute-inner-steps", action="store_const", const=True,
-                      help="second order in bounded memory: recompute each inner step in the backward pass "
-                           "instead of keeping its graph (same meta-gradient; more time, far less memory at "
-                           "large images or many inner steps)")
-    maml.add_argument("--grad-clip", type=float, help="clip the meta-gradient's global norm")
-    maml.add_argument("--task-batching", choices=TASK_BATCHING)
-    maml.add_argument("--iterations", type=int, help="meta-steps (with --plateau-validations: the most)")
-    maml.add_argument("--plateau-validations", type=int, metavar="N",
-                      help="stop once none of the last N validations beats the best earlier one by more than its 95%% CI")
-    pretraining = parser.add_argument_group("supervised pretraining (pretrain.py)")
-    pretraining.add_argument("--pretrain-optimizer", choices=OPTIMIZERS)
-    pretraining.add_argument("--pretrain-lr", type=float)
-    pretraining.add_argument("--pretrain-weight-decay", type=float)
-    pretraining.add_argument("--pretrain-schedule", choices=META_LR_SCHEDULES)
-    pretraining.add_argument("--pretrain-epochs", type=int)
-    pretraining.add_argument("--pretrain-batch", type=int, help="images per batch")
-    pretraining.add_argument("--pretrain-holdout", type=int, help="images of each training class held out")
-    episodes = parser.add_argument_group("episodes and data")
-    episodes.add_argument("--ways", type=int)
-    episodes.add_argument("--shots", type=int)
-    episodes.add_argument("--queries", type=int, help="queries per class in meta-training")
-    episodes.add_argument("--queries-eval", type=int, help="queries per class in validation/test")
-    episodes.add_argument("--dataset", choices=DATASETS)
-    episodes.add_argument("--data-root")
-    episodes.add_argument("--image-size", type=int)
-    episodes.add_argument("--omniglot-background", choices=OMNIGLOT_BACKGROUNDS,
-                          help="Omniglot: every background set found (all), or one of Lake's minimal sets alone "
-                               "(its test is the all_runs benchmark)")
-    episodes.add_argument("--augment", action="store_const", const=True, help="training-time augmentation")
-    episodes.add_argument("--num-workers", type=int)
-    episodes.add_argument("--episode-dir", help="where fixed validation/test episode sets are saved")
-    run = parser.add_argument_group("run")
+    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    groups["model"].add_argument("--acdc", choices=ACDC_KINDS, help="coefficient sharing scope; none = standard convolutions")
+    run = groups["run"]
     run.add_argument("--config", help="YAML base config (flags override it)")
     run.add_argument("--out", help="run directory (default runs/<dataset>-<backbone>-<acdc or conv>-<adapt>-<ways>w<shots>s-seed<seed>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from checkpoints/last.pt")
-    run.add_argument("--device", choices=DEVICES)
-    run.add_argument("--seed", type=int)
-    run.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
-    run.add_argument("--log-every", type=int)
-    run.add_argument("--val-every", type=int)
-    run.add_argument("--val-episodes", type=int)
-    run.add_argument("--test-episodes", type=int)
-    run.add_argument("--eval-batch", type=int, metavar="EPISODES",
-                     help="validation/test episodes adapted together with torch.func.vmap (1: one at a time; "
-                          "default: 1 on a CPU, a memory-bounded stack on a GPU)")
+    for name, group in groups.items():
+        add_setting_flags(group, name)
     run.add_argument("--no-eval", action="store_true", help="skip the test evaluation after training")
     run.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
                      help="under torchrun: how long a rank waits for the others at a collective before the job "
                           f"fails (default {DEFAULT_TIMEOUT_SECONDS:g}; a rank that dies ends the job at once)")
     run.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
-    run.add_argument("--tensorboard", action="store_const", const=True,
-                     help="also log the metrics to RUN_DIR/tensorboard (needs the tensorboard package)")
     add_allow_dirty_flag(run)
     add_debug_flag(run)
     return parser

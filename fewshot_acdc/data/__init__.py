@@ -21,7 +21,7 @@ from .episodes import Episode, EpisodeIndices, EpisodeLoader, EpisodeSampler, ep
 from .errors import (CorruptDataError, DatasetNotFoundError, EpisodeSetMismatchError,
                      ImpossibleEpisodeError, UnsafePickleError)
 from .fixed import FixedEpisodeSet
-from .omniglot import (AllRunsErrorRate, all_runs_episodes, load_omniglot_all_runs,
+from .omniglot import (AllRunsErrorRate, all_runs_episodes, find_all_runs, load_omniglot_all_runs,
                        omniglot_all_runs_error_rate)
 from .registry import DATASETS, SPLITS, create_dataset
 from .safe_pickle import safe_load_pickle
@@ -30,6 +30,6 @@ __all__ = [
     "AllRunsErrorRate", "ArrayDataset", "CorruptDataError", "DATASETS", "DatasetNotFoundError",
     "Episode", "EpisodeIndices", "EpisodeLoader", "EpisodeSampler", "EpisodeSetMismatchError",
     "FewShotDataset", "FixedEpisodeSet", "ImpossibleEpisodeError", "SPLITS", "UnsafePickleError",
-    "all_runs_episodes", "create_dataset", "episode_loader", "load_omniglot_all_runs",
+    "all_runs_episodes", "create_dataset", "episode_loader", "find_all_runs", "load_omniglot_all_runs",
     "omniglot_all_runs_error_rate", "safe_load_pickle",
 ]

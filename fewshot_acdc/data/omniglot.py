@@ -309,7 +309,22 @@ def load_omniglot(split: str, root: str | os.PathLike | None = None, *, image_si
 _RUN_RE = re.compile(r"^run(\d+)$")
 
 
-def _find_all_runs(path: Path) -> Path:
+def find_all_runs(path: str | os.PathLike | None = None, *, data_root: str | None = None) -> Path:
+    """Where Lake's ``all_runs`` benchmark is: in ``path`` when given (all_runs.zip, a folder with
+    run01 ... run20, or a folder holding either), else in the folders the Omniglot loader searches
+    (``data_root``, $FEWSHOT_DATA, ./data, and their omniglot/ sub-folders), the first that holds
+    all_runs.zip or all_runs/. The one finder of both the loader and the evaluation."""
+    if path is None:
+        candidates = candidate_roots(data_root, ("omniglot",))
+        found = next((folder for folder in candidates
+                      if (folder / "all_runs.zip").is_file() or (folder / "all_runs").is_dir()), None)
+        if found is None:
+            raise FileNotFoundError(
+                "Omniglot's all_runs benchmark (all_runs.zip or all_runs/) was not found in "
+                + ", ".join(str(c) for c in candidates)
+                + "; pass --all-runs PATH (it is in Lake's omniglot repository, python/one-shot-classification)")
+        path = found
+    path = Path(path).expanduser()
     if path.is_file():
         return path
     for candidate in (path, path / "all_runs", path / "all_runs.zip",
@@ -362,7 +377,7 @@ def load_omniglot_all_runs(path: str | os.PathLike, image_size: int = OMNIGLOT_D
     labelled through ``class_labels.txt`` ("runXX/test/itemNN.png runXX/training/classMM.png").
     Pixels are inverted and normalized exactly like the Omniglot splits.
     """
-    location = _find_all_runs(Path(path).expanduser())
+    location = find_all_runs(path)
     runs = _read_run_files(location)
     if not runs:
         raise CorruptDataError(location, "no runNN/ folders found")

@@ -19,7 +19,6 @@ also writes the numbers behind the figure as ``<out>.csv``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -116,18 +115,10 @@ def plot_diagnostics(run_dir: Union[str, Path], out: Union[str, Path]) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fewshot_acdc.results.diagnostics",
-                                     description="Plot a run's training diagnostics (losses, accuracy, gradient norms per role).")
-    parser.add_argument("run", help="run directory (holds metrics.jsonl)")
-    parser.add_argument("--out", required=True, help="figure file (.png or .svg); the numbers go to the same name .csv")
-    args = parser.parse_args(argv)
-    try:
-        path = plot_diagnostics(args.run, args.out)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {path} and {path.with_suffix('.csv')}")
-    return 0
+    """``python -m fewshot_acdc.results.diagnostics``: the command (its flags and its output) is
+    fewshot_acdc.cli.diagnostics, since only cli/ reads argv."""
+    from ..cli.diagnostics import main as command
+    return command(argv)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..config import TrainConfig
+from ..config import VARIANT_KEYS, TrainConfig
 from ..vocabulary import CONV_KIND_TABLE, check_role_learning_rates
 from .runs import (
     STATUS_OK,
@@ -380,12 +380,7 @@ def eligible(run: RunRecord, include_unfinished: bool = False) -> bool:
 #: Training settings (``config.yaml`` keys) in which runs of one row may differ as an ablation;
 #: a mapping value (``inner_lr: {atoms: .., default: ..}``) counts per entry. Not here: the seed
 #: (repeats of one setting are a conflict, not rows) and bookkeeping (device, threads, paths, logging).
-VARIANT_SETTINGS = (
-    "inner_lr", "learn_inner_lr", "inner_steps", "inner_steps_eval", "multi_step_anneal", "batchnorm",
-    "meta_lr", "meta_lr_schedule", "meta_lr_min", "meta_batch", "grad_clip", "iterations", "queries",
-    "image_size", "augment", "rotations", "omniglot_background", "atom_drop", "task_batching",
-    "meta_optimizer", "weight_decay", "lr_scaling", "plateau_validations", "init", "recompute_inner_steps",
-)
+VARIANT_SETTINGS = VARIANT_KEYS  # declared variant=True on their fields (fewshot_acdc.config.setting)
 
 
 # A setting a run's config.yaml lacks (written before it existed) had today's default.

@@ -339,22 +339,6 @@ def select_inner_steps(
     return selection
 
 
-def _find_all_runs(data_root: Optional[str]) -> Path:
-    """``all_runs.zip`` (or an ``all_runs`` folder) where the Omniglot loader looks for data."""
-    from ..data.paths import candidate_roots
-    candidates = candidate_roots(data_root, ("omniglot",))
-    for folder in candidates:
-        if (folder / "all_runs.zip").is_file() or (folder / "all_runs").is_dir():
-            return folder
-    raise FileNotFoundError(
-        "Omniglot's all_runs benchmark (all_runs.zip or all_runs/) was not found in "
-        + ", ".join(str(c) for c in candidates)
-        + "; pass --all-runs PATH (it is in Lake's omniglot repository, python/one-shot-classification)"
-    )
-
-
-
-
 def evaluate_omniglot_all_runs(
     run_dir: Union[str, Path],
     *,
@@ -376,7 +360,7 @@ def evaluate_omniglot_all_runs(
     :func:`widen_head` for the 20-way benchmark. Under torchrun (``distributed``) the ranks
     split the episodes and rank 0 writes the files.
     """
-    from ..data import all_runs_episodes, load_omniglot_all_runs
+    from ..data import all_runs_episodes, find_all_runs, load_omniglot_all_runs
     provenance.check_recordable("evaluation", allow_dirty)
     run = RunDirectory(run_dir)
     overrides: Dict[str, object] = {"device": device}
@@ -387,7 +371,8 @@ def evaluate_omniglot_all_runs(
     config = resume_config(run.root, overrides)
     if config.dataset != "omniglot":
         raise ValueError(f"{run.root} was trained on {config.dataset!r}; the all_runs benchmark needs an Omniglot model")
-    location = Path(all_runs) if all_runs else _find_all_runs(config.data_root)
+    # the folder (or file) found, or the one given: load_omniglot_all_runs looks inside it
+    location = Path(all_runs) if all_runs else find_all_runs(data_root=config.data_root)
     torch_device = distributed.device if distributed.device is not None else resolve_device(device)
     runs = load_omniglot_all_runs(location, image_size=config.image_size)
 

@@ -14,13 +14,13 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from ..config import ConfigError, TrainConfig, canonical_values
+from ..config import RESUMABLE_KEYS, ConfigError, TrainConfig, canonical_values
 
-# Keys a resume may change (new keys are refused until they are listed here on purpose).
-RESUMABLE = ("iterations", "meta_lr", "inner_lr", "grad_clip", "inner_steps", "inner_steps_eval", "first_order",
-             "task_batching", "recompute_inner_steps", "log_every", "val_every", "test_episodes", "eval_batch",
-             "device", "threads", "num_workers", "data_root", "episode_dir", "tensorboard", "plateau_validations")
-
+# Keys a resume may change: the settings declared resumable=True on their TrainConfig field
+# (fewshot_acdc.config.setting); new keys are refused until their field says so on purpose.
+RESUMABLE = RESUMABLE_KEYS
+# The keys a refusal lists first: the ones whose change has a further condition (_refusal).
+_CONDITIONAL = ("iterations", "meta_lr", "inner_lr")
 
 def _refusal(key: str, saved: Mapping[str, Any], config: TrainConfig, iteration: int) -> Optional[str]:
     """Why ``key`` may not change on this resume, or None."""
@@ -57,7 +57,7 @@ def resume_changes(saved: Mapping[str, Any], config: TrainConfig, iteration: int
     if refused:
         raise ConfigError(
             "--resume cannot change " + "; ".join(refused) + ". A resumed run may change only "
-            + ", ".join(RESUMABLE) + " (iterations and meta_lr only with the constant meta-lr schedule, inner_lr "
+            + ", ".join(_CONDITIONAL + tuple(k for k in RESUMABLE if k not in _CONDITIONAL)) + " (iterations and meta_lr only with the constant meta-lr schedule, inner_lr "
             "only with fixed step sizes); for anything else start a new run (another --out)")
     return changes
 
