@@ -39,9 +39,10 @@ META = {"iterations": 2000, "plateau_validations": 3, "val_every": 100, "log_eve
 # ResNet34 has no inner step sizes of its own yet (experiments/inner_lr_probe.py): it takes ResNet18's,
 # the deeper of the two sized backbones.
 INNER_LR_BACKBONE = {"resnet10": "resnet10", "resnet18": "resnet18", "resnet34": "resnet18"}
-# Test-time fine-tuning of the no-meta rows: a zero head needs larger and more steps than MAML's
-# meta-learned start; 0.5 x 50 steps of full-batch SGD on the support set (Chen et al. train their
-# Baseline head 100 iterations of batch 4 with SGD at 0.01 on features, a comparable budget).
+# Test-time fine-tuning of the no-meta rows: a zero head needs more steps than MAML's meta-learned
+# start; 50 steps of full-batch SGD on the support set at the backbone's inner rates (inner_lr below;
+# Chen et al. train their Baseline head 100 iterations of batch 4 with SGD at 0.01 on features, a
+# comparable budget).
 NO_META = {"iterations": 0, "inner_steps_eval": 50}
 
 

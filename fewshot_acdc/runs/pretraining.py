@@ -22,7 +22,6 @@ the metrics lines. An interruption mid-epoch loses that epoch's progress only.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Union
@@ -97,10 +96,9 @@ def nearest_centroid_accuracy(model: torch.nn.Module, episode, ways: Optional[in
     support, query = features[:len(episode.support_labels)], features[len(episode.support_labels):]
     if ways is None:
         ways = int(episode.support_labels.max()) + 1
-    centroids = torch.zeros(ways, support.shape[1], dtype=support.dtype, device=support.device)
-    centroids.index_add_(0, episode.support_labels, support)
-    # Counted by index_add_, not bincount, whose output size depends on the labels' values.
     labels = episode.support_labels
+    centroids = support.new_zeros(ways, support.shape[1]).index_add_(0, labels, support)
+    # Counted by index_add_, not bincount, whose output size depends on the labels' values.
     counts = support.new_zeros(ways).index_add_(0, labels, support.new_ones(len(labels)))
     centroids = centroids / counts.unsqueeze(1)
     predictions = torch.cdist(query, centroids).argmin(1)
@@ -297,10 +295,10 @@ def _few_shot_accuracies(model, episodes, device: torch.device, ways: int) -> li
                         for episode in episodes]).cpu().tolist()  # one host read for all episodes
 
 
-def load_pretrained_backbone(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, object], Path]:
+def load_pretrained_backbone(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, object], Path, int]:
     """The backbone weights (every tensor but the classifier's) of a pretraining run directory
-    (its ``best.pt``) or checkpoint, the config it was trained with, and the checkpoint used.
-    Raises CheckpointError for a file that is not a pretraining checkpoint."""
+    (its ``best.pt``) or checkpoint, the config it was trained with, the checkpoint used and its
+    epoch. Raises CheckpointError for a file that is not a pretraining checkpoint."""
     from .checkpoint import CheckpointError
     path = Path(path)
     checkpoint = path / "checkpoints" / "best.pt" if path.is_dir() else path
@@ -312,7 +310,7 @@ def load_pretrained_backbone(path: Union[str, Path]) -> Tuple[Dict[str, torch.Te
         raise CheckpointError(f"--init {checkpoint}: not a pretraining checkpoint (pretrain.py writes those; a MAML "
                               "run's checkpoint is resumed with --resume)")
     weights = {name: tensor for name, tensor in state["model"].items() if not name.startswith("head.")}
-    return weights, dict(state.get("config") or {}), checkpoint
+    return weights, dict(state.get("config") or {}), checkpoint, state["iteration"]
 
 
 # What must agree between a pretraining run and the model it initialises (the weights' layout).
@@ -328,15 +326,11 @@ def initialise_from_pretrained(model: torch.nn.Module, config: TrainConfig) -> D
     conv kind or size."""
     import hashlib
 
-    from ..config import ConfigError, canonical_values
-    from ..vocabulary import conv_kind
-    weights, saved, checkpoint = load_pretrained_backbone(config.init)
-    saved = canonical_values(saved)
-    kind = conv_kind(saved.get("conv", "")) if saved.get("conv") else None
-    theirs = {"backbone": saved.get("backbone"), "conv": saved.get("conv"),
-              "size": saved.get(kind.size_key) if kind is not None and kind.size_key else None,
-              "group_size": saved.get("group_size")}
-    ours = {"backbone": config.backbone, "conv": config.conv, "size": config.size, "group_size": config.group_size}
+    from ..config import ConfigError, config_from_values
+    weights, saved, checkpoint, epoch = load_pretrained_backbone(config.init)
+    pretrained = config_from_values(saved, where=f"the config in {checkpoint}")
+    theirs = {key: getattr(pretrained, key) for key in _INIT_IDENTITY}
+    ours = {key: getattr(config, key) for key in _INIT_IDENTITY}
     different = [key for key in _INIT_IDENTITY if theirs[key] != ours[key]]
     if different:
         def show(values):
@@ -361,9 +355,8 @@ def initialise_from_pretrained(model: torch.nn.Module, config: TrainConfig) -> D
                 tensor.zero_()
             else:
                 tensor.copy_(weights[name])
-    state = load_checkpoint(checkpoint, mmap=True)
     return {"checkpoint": str(checkpoint), "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
-            "epoch": state.get("iteration"), "head_start": "zero"}
+            "epoch": epoch, "head_start": "zero"}
 
 
 def score_pretrained(pretrain_dir: Union[str, Path], out: Union[str, Path], overrides: Dict[str, object],

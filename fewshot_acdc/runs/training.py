@@ -240,8 +240,9 @@ def _train(config: TrainConfig, run: RunDirectory, *, resume: bool, progress: bo
         # A pretrained backbone with no meta-training (--init, iterations 0): its validation,
         # checkpoint and summary, so that evaluation and the results table treat it as any run.
         accuracies = score_episode_set(maml, validation, device, config.eval_batch, group)
-        best_val, best_iteration = mean_ci95(accuracies)[0], 0
-        metrics_log.add({"iteration": 0, "val_accuracy": best_val, "val_ci95": mean_ci95(accuracies)[1],
+        best_val, val_ci95, _ = mean_ci95(accuracies)
+        best_iteration = 0
+        metrics_log.add({"iteration": 0, "val_accuracy": best_val, "val_ci95": val_ci95,
                          "val_episodes": len(accuracies), "peak_memory_mb": peak_memory_mb(device)})
         commit(0)
     interrupt.active = True

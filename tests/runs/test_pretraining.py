@@ -33,7 +33,6 @@ def small_builtin(monkeypatch, tmp_path):
                               cache_dir=tmp_path / "cache")
     monkeypatch.setattr(pretraining, "open_split", open_small)
     import fewshot_acdc.runs.training as training
-    import fewshot_acdc.runs.evaluation as evaluation
     import fewshot_acdc.runs.data as data
     monkeypatch.setattr(training, "open_split", open_small)
     monkeypatch.setattr(data, "open_split", open_small)
